@@ -1,0 +1,307 @@
+//! The command line: argument parsing (clap), one function per command, and the
+//! mapping from errors to exit codes. This is the only layer that prints; the library
+//! below it returns values and typed errors.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, MailTransport};
+use crate::projections::{self, FeedHealth};
+use crate::store::EventStore;
+
+#[derive(Debug, Parser)]
+#[command(name = "vigia", version, about = "News-monitoring daemon: feeds in, stances and digests out")]
+pub struct Args {
+    /// Config file [default: $VIGIA_CONFIG, else config/vigia.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Database file, overriding the config's [daemon] database
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging (errors only)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM/SIGINT (or one cycle with --once)
+    Run {
+        /// Poll every feed now, deliver what is due, then exit
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate the config: a summary and exit 0, or every error and exit 2
+    Check,
+    /// Rebuild every projection from the event log
+    Replay,
+    /// Print the event log as JSON Lines
+    Events {
+        /// Only events after this sequence number
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        since: u64,
+        /// Only events of this kind (e.g. ArticleDiscovered)
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Keep printing new events as they are recorded
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Per-feed health: last poll, status, error streak, next due time, articles
+    Feeds,
+}
+
+/// An error in how vigia was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// The error as the operator should read it: config diagnostics one per line.
+pub fn describe(err: &anyhow::Error) -> String {
+    if let Some(ConfigError::Invalid(diags)) = err.downcast_ref::<ConfigError>() {
+        let n = diags.len();
+        return format!(
+            "the config has {n} problem{}:\n{err}",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    format!("{err:#}")
+}
+
+pub fn run(args: Args) -> Result<()> {
+    init_logging(&args);
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("VIGIA_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    match &args.command {
+        Command::Check => check(&config_path),
+        Command::Run { once } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            let runtime = runtime()?;
+            if *once {
+                let report = runtime.block_on(crate::daemon::run_once(&config, &store))?;
+                tracing::info!(
+                    polled = report.polled,
+                    failed = report.failed,
+                    new_articles = report.new_articles,
+                    revised_articles = report.revised_articles,
+                    "cycle done"
+                );
+                Ok(())
+            } else {
+                runtime.block_on(crate::daemon::run(config, store, crate::daemon::shutdown_signal()))
+            }
+        }
+        Command::Replay => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            let started = std::time::Instant::now();
+            let applied = projections::rebuild(&store).context("rebuilding the projections")?;
+            println!(
+                "replayed {applied} events into {} projections in {:.2}s",
+                projections::all().len(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Events { since, kind, follow } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            if let Some(kind) = kind {
+                if !crate::events::KINDS.contains(&kind.as_str()) {
+                    return Err(UsageError(format!(
+                        "unknown event kind {kind:?}; kinds: {}",
+                        crate::events::KINDS.join(", ")
+                    ))
+                    .into());
+                }
+            }
+            let store = open_store(&config)?;
+            print_events(&store, *since, kind.as_deref(), *follow)
+        }
+        Command::Feeds => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            print_feeds(&config, &store)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(args: &Args) {
+    let level = if args.quiet {
+        "error"
+    } else {
+        match args.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigia={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn load_config(path: &Path, db_override: Option<&Path>) -> Result<Config> {
+    let mut config = Config::load(path)?;
+    if let Some(db) = db_override {
+        config.daemon.database = db.to_path_buf();
+    }
+    Ok(config)
+}
+
+fn open_store(config: &Config) -> Result<EventStore> {
+    let store = EventStore::open(&config.daemon.database)?;
+    projections::catch_up(&store).context("bringing the projections up to date")?;
+    Ok(store)
+}
+
+fn check(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: ok", path.display())?;
+    writeln!(out, "  database:    {}", config.daemon.database.display())?;
+    writeln!(
+        out,
+        "  feeds:       {} (default schedule \"{}\")",
+        config.feeds.len(),
+        config.daemon.schedule.source()
+    )?;
+    let topics: Vec<&str> = config.topics.iter().map(|t| t.id.as_str()).collect();
+    writeln!(out, "  topics:      {}", if topics.is_empty() { "none".to_string() } else { topics.join(", ") })?;
+    writeln!(out, "  subscribers: {}", config.subscribers.len())?;
+    let mail = match &config.mail.transport {
+        MailTransport::Smtp { host, port, tls, .. } => format!("smtp {host}:{port} ({tls:?})"),
+        MailTransport::Sendmail { command } => format!("sendmail ({})", command.display()),
+        MailTransport::File { dir } => format!("files under {}", dir.display()),
+    };
+    writeln!(out, "  mail:        {mail}")?;
+    match config.daemon.listen {
+        Some(addr) => writeln!(out, "  listen:      {addr}")?,
+        None => writeln!(out, "  listen:      off")?,
+    }
+    Ok(())
+}
+
+fn print_events(store: &EventStore, since: u64, kind: Option<&str>, follow: bool) -> Result<()> {
+    const PAGE: usize = 10_000;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut after = since;
+    loop {
+        let page = store.read_from(after, PAGE, kind)?;
+        for event in &page {
+            let line = serde_json::to_string(event)?;
+            if writeln!(out, "{line}").is_err() {
+                return Ok(()); // the reader went away (a closed pipe): not an error
+            }
+            after = event.seq;
+        }
+        if page.len() == PAGE {
+            continue;
+        }
+        if out.flush().is_err() || !follow {
+            return Ok(());
+        }
+        // Another process may be appending: poll the database for new events.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
+    let health = store.read(FeedHealth::list)?;
+    let now = chrono::Utc::now();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<20} {:>6} {:>6} {:<20} {:>8}  {}",
+        "FEED", "LAST POLL", "STATUS", "ERRORS", "NEXT DUE", "ARTICLES", "LAST ERROR"
+    )?;
+    for feed in &config.feeds {
+        let row = health.iter().find(|h| h.feed_id == feed.id);
+        let due = crate::daemon::next_due(config, feed, row, now);
+        let status = row
+            .and_then(|h| h.last_status)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let last_poll = row
+            .and_then(|h| h.last_poll_at.clone())
+            .map(|t| short_time(&t))
+            .unwrap_or_else(|| "never".into());
+        let due = match due {
+            Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            None => "stopped (410 Gone)".into(),
+        };
+        let error = row
+            .and_then(|h| h.last_error_kind.as_ref().map(|k| format!("{k}: {}", h.last_error.clone().unwrap_or_default())))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<24} {:<20} {:>6} {:>6} {:<20} {:>8}  {}",
+            feed.id,
+            last_poll,
+            status,
+            row.map(|h| h.error_streak).unwrap_or(0),
+            due,
+            row.map(|h| h.articles).unwrap_or(0),
+            error
+        )?;
+    }
+    let orphans: Vec<&str> = health
+        .iter()
+        .filter(|h| !config.feeds.iter().any(|f| f.id == h.feed_id))
+        .map(|h| h.feed_id.as_str())
+        .collect();
+    if !orphans.is_empty() {
+        writeln!(out, "\nno longer in the config (history kept): {}", orphans.join(", "))?;
+    }
+    Ok(())
+}
+
+fn short_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+

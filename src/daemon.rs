@@ -1,0 +1,230 @@
+//! The cycle and the long-running service around it.
+//!
+//! `run_once` polls every feed now and brings the projections up to date; `run` keeps
+//! a schedule per feed (cron, spread within the minute, backoff and server hints as
+//! floors), polls what is due, never the same feed twice at once, and stops when the
+//! `shutdown` future completes. Applying a config is recorded as an event.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, FeedConfig};
+use crate::events::{ConfigApplied, Event};
+use crate::fetch::Fetcher;
+use crate::ingest::{self, PollOutcome};
+use crate::projections::{self, FeedHealth, FeedHealthRow};
+use crate::store::{EventStore, NewEvent};
+
+/// What one cycle did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CycleReport {
+    pub polled: u32,
+    pub failed: u32,
+    pub new_articles: u32,
+    pub revised_articles: u32,
+}
+
+impl CycleReport {
+    fn add(&mut self, outcome: &PollOutcome) {
+        match outcome {
+            PollOutcome::Polled { new, revised, .. } => {
+                self.polled += 1;
+                self.new_articles += new;
+                self.revised_articles += revised;
+            }
+            PollOutcome::Failed { .. } => self.failed += 1,
+        }
+    }
+}
+
+/// Records the config as applied, unless the last applied one was the same text.
+pub fn apply_config(config: &Config, store: &EventStore) -> Result<bool> {
+    let last = store.last_of_kind("ConfigApplied")?;
+    let same = last
+        .as_ref()
+        .and_then(|e| e.payload.get("hash"))
+        .and_then(|h| h.as_str())
+        == Some(config.hash.as_str());
+    if same {
+        return Ok(false);
+    }
+    let event = Event::ConfigApplied(ConfigApplied {
+        hash: config.hash.clone(),
+        path: config.path.display().to_string(),
+        feeds: config.feeds.iter().map(|f| f.id.clone()).collect(),
+        topics: config.topics.iter().map(|t| t.id.clone()).collect(),
+        rules_hash: String::new(),
+    });
+    store.append_one(NewEvent::new("config", event))?;
+    Ok(true)
+}
+
+/// One full cycle: every feed polled now (except those gone for good), then the
+/// projections brought up to date.
+pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport> {
+    apply_config(config, store)?;
+    let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
+    let health = store.read(FeedHealth::list)?;
+    let mut tasks = JoinSet::new();
+    for feed in &config.feeds {
+        let row = health.iter().find(|h| h.feed_id == feed.id);
+        if is_gone(feed, row) {
+            tracing::info!(feed = %feed.id, "skipped: the server said 410 Gone; change its url to resume");
+            continue;
+        }
+        let (fetcher, store, feed, limits) = (fetcher.clone(), store.clone(), feed.clone(), config.daemon.fetch.clone());
+        tasks.spawn(async move { ingest::poll(&fetcher, &store, &feed, &limits).await });
+    }
+    let mut report = CycleReport::default();
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("a poll task panicked")??;
+        report.add(&outcome);
+    }
+    let store2 = store.clone();
+    tokio::task::spawn_blocking(move || projections::catch_up(&store2))
+        .await
+        .context("the projection task panicked")??;
+    Ok(report)
+}
+
+/// Whether the feed answered 410 Gone at the URL the config still names.
+fn is_gone(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> bool {
+    health.is_some_and(|h| h.gone && h.url == ingest::target_url(feed, Some(h)).as_str())
+}
+
+/// Seconds into the minute at which a feed on a minute-grained schedule fires, fixed
+/// per feed id, so a hundred feeds on "*/15 * * * *" do not all fire in the same second.
+fn spread(feed: &FeedConfig, config: &Config) -> chrono::Duration {
+    let schedule = config.schedule_of(feed);
+    let minute_grained = schedule.source().split_whitespace().count() == 5 || schedule.source().starts_with('@');
+    if !minute_grained {
+        return chrono::Duration::zero();
+    }
+    let hash = feed.id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    chrono::Duration::seconds((hash % 60) as i64)
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// When the feed should next be polled: the first schedule slot after the last poll
+/// (one slot, however many were missed while vigia was down), no sooner than the
+/// server's floor or the backoff. `None` for a feed that is gone.
+pub fn next_due(config: &Config, feed: &FeedConfig, health: Option<&FeedHealthRow>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if is_gone(feed, health) {
+        return None;
+    }
+    let Some(last_poll) = health.and_then(|h| h.last_poll_at.as_deref()).and_then(parse_time) else {
+        return Some(now);
+    };
+    let offset = spread(feed, config);
+    let mut due = config
+        .schedule_of(feed)
+        .next_after(last_poll - offset)
+        .map(|t| t + offset)
+        .unwrap_or(now);
+    if let Some(h) = health {
+        if let (Some(floor), Some(success)) = (h.min_interval_s, h.last_success_at.as_deref().and_then(parse_time)) {
+            due = due.max(success + chrono::Duration::seconds(floor as i64));
+        }
+        if let Some(retry) = h.retry_not_before.as_deref().and_then(parse_time) {
+            due = due.max(retry);
+        }
+    }
+    Some(due)
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The daemon: polls feeds as they fall due until `shutdown` completes, then lets the
+/// polls in flight finish (each records its outcome in one atomic append) and returns.
+pub async fn run(config: Config, store: EventStore, shutdown: impl Future<Output = ()>) -> Result<()> {
+    apply_config(&config, &store)?;
+    let config = Arc::new(config);
+    let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut tasks: JoinSet<(String, Result<PollOutcome, crate::store::StoreError>)> = JoinSet::new();
+    tokio::pin!(shutdown);
+    tracing::info!(feeds = config.feeds.len(), database = %config.daemon.database.display(), "vigia running");
+    loop {
+        let now = Utc::now();
+        let health = store.read(FeedHealth::list)?;
+        let mut next_wake = now + chrono::Duration::seconds(60);
+        for feed in &config.feeds {
+            if in_flight.contains(&feed.id) {
+                continue;
+            }
+            let row = health.iter().find(|h| h.feed_id == feed.id);
+            let Some(due) = next_due(&config, feed, row, now) else { continue };
+            if due <= now {
+                in_flight.insert(feed.id.clone());
+                let (fetcher, store, feed, limits) =
+                    (fetcher.clone(), store.clone(), feed.clone(), config.daemon.fetch.clone());
+                tasks.spawn(async move {
+                    let outcome = ingest::poll(&fetcher, &store, &feed, &limits).await;
+                    (feed.id, outcome)
+                });
+            } else {
+                next_wake = next_wake.min(due);
+            }
+        }
+        let sleep = (next_wake - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined {
+                    Ok((feed, outcome)) => {
+                        in_flight.remove(&feed);
+                        if let Err(e) = outcome {
+                            tracing::error!(feed = %feed, error = %e, "a poll could not be recorded");
+                        }
+                        let s = store.clone();
+                        tokio::task::spawn_blocking(move || projections::catch_up(&s)).await??;
+                    }
+                    Err(e) => tracing::error!(error = %e, "a poll task panicked"),
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+    tracing::info!(in_flight = tasks.len(), "stopping: letting polls in flight finish");
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        // A poll still running has appended nothing yet (each poll appends once, at
+        // its end): abandoning it loses no recorded state.
+        tasks.abort_all();
+    }
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || projections::catch_up(&s)).await??;
+    Ok(())
+}

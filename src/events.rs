@@ -1,0 +1,274 @@
+//! The domain events that make up vigia's log, as Rust types.
+//!
+//! Each kind has a name (stored in `events.kind`), a payload type and a payload schema
+//! version. Older payloads are upcast to the current shape when read, so projections only
+//! ever see current types. The store (`crate::store`) persists events; it does not know
+//! what they mean.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Why a poll failed, as a stable machine-readable kind (also a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollFailureKind {
+    Dns,
+    Connect,
+    Timeout,
+    Tls,
+    HttpStatus,
+    TooLarge,
+    TooManyRedirects,
+    ForbiddenRedirect,
+    Gone,
+    NotAFeed,
+    Parse,
+    Encoding,
+    Io,
+    Other,
+}
+
+impl PollFailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::HttpStatus => "http_status",
+            Self::TooLarge => "too_large",
+            Self::TooManyRedirects => "too_many_redirects",
+            Self::ForbiddenRedirect => "forbidden_redirect",
+            Self::Gone => "gone",
+            Self::NotAFeed => "not_a_feed",
+            Self::Parse => "parse",
+            Self::Encoding => "encoding",
+            Self::Io => "io",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A configuration was applied (at start, or on reload when it changed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigApplied {
+    /// SHA-256 of the config file's text.
+    pub hash: String,
+    pub path: String,
+    pub feeds: Vec<String>,
+    pub topics: Vec<String>,
+    /// Hash of the topic rules alone: classification events name it.
+    #[serde(default)]
+    pub rules_hash: String,
+}
+
+/// A poll answered: 200 with a body, or 304.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedPolled {
+    pub feed: String,
+    pub url: String,
+    pub status: u16,
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub last_modified: Option<String>,
+    /// Items in the document (0 for a 304).
+    #[serde(default)]
+    pub items: u32,
+    #[serde(default)]
+    pub new_articles: u32,
+    #[serde(default)]
+    pub revised_articles: u32,
+    /// A permanent redirect moved the feed here; later polls use it.
+    #[serde(default)]
+    pub moved_to: Option<String>,
+    /// The server's own floor on the poll interval (Cache-Control max-age, ttl), in seconds.
+    #[serde(default)]
+    pub min_interval_s: Option<u64>,
+}
+
+/// A poll that did not give a usable feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedPollFailed {
+    pub feed: String,
+    pub url: String,
+    pub kind: PollFailureKind,
+    pub message: String,
+    #[serde(default)]
+    pub status: Option<u16>,
+    pub elapsed_ms: u64,
+    /// Failures in a row, this one included.
+    pub streak: u32,
+    /// Earliest time the next poll may happen (backoff or Retry-After), RFC 3339.
+    #[serde(default)]
+    pub retry_not_before: Option<String>,
+}
+
+/// The text of an article as vigia stores it: clean text, no markup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArticleBody {
+    pub title: String,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub published: Option<String>,
+    #[serde(default)]
+    pub outlet: Option<String>,
+}
+
+/// The first sighting of an article.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArticleDiscovered {
+    pub article_id: String,
+    pub feed: String,
+    #[serde(default)]
+    pub guid: Option<String>,
+    #[serde(flatten)]
+    pub body: ArticleBody,
+    pub content_hash: String,
+}
+
+/// A later poll showed a changed title or body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArticleRevised {
+    pub article_id: String,
+    pub feed: String,
+    pub revision: u32,
+    #[serde(flatten)]
+    pub body: ArticleBody,
+    pub content_hash: String,
+}
+
+macro_rules! events {
+    ($($kind:ident => $payload:ident @ $version:literal),+ $(,)?) => {
+        /// Every kind of event vigia records.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Event {
+            $($kind($payload),)+
+        }
+
+        /// Every kind name, as stored in `events.kind`.
+        pub const KINDS: &[&str] = &[$(stringify!($kind)),+];
+
+        impl Event {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Event::$kind(_) => stringify!($kind),)+
+                }
+            }
+
+            /// The payload schema version this build writes for the event's kind.
+            pub fn schema_version(&self) -> u32 {
+                match self {
+                    $(Event::$kind(_) => $version,)+
+                }
+            }
+
+            pub fn payload_json(&self) -> Result<Value, serde_json::Error> {
+                match self {
+                    $(Event::$kind(p) => serde_json::to_value(p),)+
+                }
+            }
+
+            /// Reads a stored payload, upcasting older schema versions first.
+            pub fn decode(kind: &str, schema_version: u32, payload: Value) -> Result<Event, DecodeError> {
+                match kind {
+                    $(stringify!($kind) => {
+                        if schema_version > $version {
+                            return Err(DecodeError::TooNew { kind: kind.to_string(), found: schema_version, known: $version });
+                        }
+                        let payload = upcast(kind, schema_version, payload)?;
+                        serde_json::from_value(payload)
+                            .map(Event::$kind)
+                            .map_err(|source| DecodeError::Payload { kind: kind.to_string(), source })
+                    })+
+                    other => Err(DecodeError::UnknownKind(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+events! {
+    ConfigApplied => ConfigApplied @ 1,
+    FeedPolled => FeedPolled @ 1,
+    FeedPollFailed => FeedPollFailed @ 1,
+    ArticleDiscovered => ArticleDiscovered @ 1,
+    ArticleRevised => ArticleRevised @ 1,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event kind {0:?}")]
+    UnknownKind(String),
+    #[error("{kind} payload schema {found} is newer than this build knows ({known}); upgrade vigia")]
+    TooNew { kind: String, found: u32, known: u32 },
+    #[error("{kind} payload does not match its schema: {source}")]
+    Payload {
+        kind: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Brings a payload written under an older schema version up to the current one.
+///
+/// Each step rewrites version N into N+1, so a payload from any release reads the same.
+/// Every kind is still at version 1: when a payload changes incompatibly, bump its
+/// version in `events!` and add the N → N+1 step here (additive fields need no step,
+/// they are `#[serde(default)]`).
+fn upcast(kind: &str, mut version: u32, mut payload: Value) -> Result<Value, DecodeError> {
+    while let Some(next) = upcast_step(kind, version, payload.clone()) {
+        payload = next;
+        version += 1;
+    }
+    Ok(payload)
+}
+
+fn upcast_step(_kind: &str, _version: u32, _payload: Value) -> Option<Value> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_kind_and_payload() {
+        let event = Event::FeedPollFailed(FeedPollFailed {
+            feed: "f".into(),
+            url: "http://127.0.0.1/f.xml".into(),
+            kind: PollFailureKind::Timeout,
+            message: "timed out".into(),
+            status: None,
+            elapsed_ms: 10,
+            streak: 2,
+            retry_not_before: None,
+        });
+        let json = event.payload_json().unwrap();
+        assert_eq!(json["kind"], "timeout");
+        let back = Event::decode(event.kind(), event.schema_version(), json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn refuses_payloads_from_a_newer_schema() {
+        let err = Event::decode("FeedPolled", 99, serde_json::json!({})).unwrap_err();
+        assert!(matches!(err, DecodeError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_unknown_kinds() {
+        let err = Event::decode("Bogus", 1, serde_json::json!({})).unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownKind(_)));
+    }
+}

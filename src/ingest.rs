@@ -1,0 +1,251 @@
+//! One poll of one feed, from request to events.
+//!
+//! Decides the URL and validators from the feed's health, fetches (`crate::fetch`),
+//! parses (`crate::feed`), compares each article with what the log already holds, and
+//! appends the poll's events in one atomic batch: the poll outcome plus a discovery for
+//! each new article and a revision for each changed one. Unchanged articles append
+//! nothing; idempotency keys make a repeated batch harmless.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use url::Url;
+
+use crate::config::{FeedConfig, FetchLimits};
+use crate::events::{ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind};
+use crate::feed::{self, FeedContext};
+use crate::fetch::{FetchError, Fetcher, Validators};
+use crate::projections::{Articles, FeedHealth, FeedHealthRow};
+use crate::store::{EventStore, NewEvent, StoreError};
+
+/// The first wait after a failure; it doubles with each failure in a row.
+const BACKOFF_BASE: Duration = Duration::from_secs(60);
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    Polled { status: u16, new: u32, revised: u32 },
+    Failed { kind: PollFailureKind, message: String },
+}
+
+pub fn feed_stream(feed_id: &str) -> String {
+    format!("feed:{feed_id}")
+}
+
+pub fn article_stream(article_id: &str) -> String {
+    format!("article:{article_id}")
+}
+
+/// The URL to poll: the configured one, or where a permanent redirect moved it.
+pub fn target_url(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> Url {
+    health
+        .filter(|h| h.moved_from.as_deref() == Some(feed.url.as_str()))
+        .and_then(|h| h.moved_to.as_deref())
+        .and_then(|u| Url::parse(u).ok())
+        .unwrap_or_else(|| feed.url.clone())
+}
+
+/// Polls one feed and records the outcome.
+pub async fn poll(
+    fetcher: &Fetcher,
+    store: &EventStore,
+    feed: &FeedConfig,
+    limits: &FetchLimits,
+) -> Result<PollOutcome, StoreError> {
+    let health = store.read(|c| FeedHealth::get(c, &feed.id))?;
+    let url = target_url(feed, health.as_ref());
+    // Validators belong to the URL they were given for.
+    let validators = health
+        .as_ref()
+        .filter(|h| h.url == url.as_str())
+        .map(|h| Validators {
+            etag: h.etag.clone(),
+            last_modified: h.last_modified.clone(),
+        })
+        .unwrap_or_default();
+    let streak = health.as_ref().map(|h| h.error_streak).unwrap_or(0);
+    let fetched = match fetcher.fetch(&url, &validators).await {
+        Ok(f) => f,
+        Err(e) => return record_failure(store, feed, &url, e, streak, limits),
+    };
+    let mut polled = FeedPolled {
+        feed: feed.id.clone(),
+        url: url.to_string(),
+        status: fetched.status,
+        bytes: fetched.body.len() as u64,
+        elapsed_ms: fetched.elapsed.as_millis() as u64,
+        etag: fetched.validators.etag.clone(),
+        last_modified: fetched.validators.last_modified.clone(),
+        items: 0,
+        new_articles: 0,
+        revised_articles: 0,
+        moved_to: fetched.moved_to.as_ref().map(Url::to_string),
+        min_interval_s: fetched.max_age.map(|d| d.as_secs()),
+    };
+    if fetched.not_modified() {
+        let event = NewEvent::new(feed_stream(&feed.id), Event::FeedPolled(polled));
+        store.append_one(event)?;
+        return Ok(PollOutcome::Polled {
+            status: 304,
+            new: 0,
+            revised: 0,
+        });
+    }
+    let feed_id = feed.id.clone();
+    let lang = feed.lang.clone();
+    let outlet = feed.name.clone();
+    let content_type = fetched.content_type.clone();
+    let final_url = fetched.final_url.clone();
+    let body = fetched.body;
+    // Parsing is CPU work: keep it off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || {
+        feed::parse(
+            &body,
+            FeedContext {
+                feed_id: &feed_id,
+                url: &final_url,
+                content_type: content_type.as_deref(),
+                lang_hint: lang.as_deref(),
+                outlet: outlet.as_deref(),
+            },
+        )
+    })
+    .await
+    .unwrap_or_else(|join| Err(feed::FeedError::Parse(format!("the parser crashed: {join}"))));
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let mut err = FetchError {
+                kind: e.kind(),
+                message: e.to_string(),
+                status: Some(fetched.status),
+                retry_after: None,
+                elapsed: fetched.elapsed,
+            };
+            err.message = e.to_string();
+            return record_failure(store, feed, &url, err, streak, limits);
+        }
+    };
+    polled.items = parsed.items as u32;
+    let ttl = parsed.ttl_minutes.map(|m| u64::from(m) * 60);
+    polled.min_interval_s = match (polled.min_interval_s, ttl) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+    .map(|s| s.min(24 * 3600));
+
+    let mut article_events = Vec::new();
+    let (mut new, mut revised) = (0u32, 0u32);
+    let fingerprints = store.read(|conn| {
+        parsed
+            .articles
+            .iter()
+            .map(|a| Articles::fingerprint(conn, &a.article_id))
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })?;
+    for (article, known) in parsed.articles.into_iter().zip(fingerprints) {
+        match known {
+            None => {
+                new += 1;
+                let key = format!("article:{}:discovered", article.article_id);
+                article_events.push(
+                    NewEvent::new(
+                        article_stream(&article.article_id),
+                        Event::ArticleDiscovered(ArticleDiscovered {
+                            article_id: article.article_id,
+                            feed: feed.id.clone(),
+                            guid: article.guid,
+                            body: article.body,
+                            content_hash: article.content_hash,
+                        }),
+                    )
+                    .idempotent(key),
+                );
+            }
+            Some((hash, _)) if hash == article.content_hash => {}
+            Some((_, revision)) => {
+                revised += 1;
+                let revision = revision + 1;
+                let key = format!("article:{}:revision:{revision}", article.article_id);
+                article_events.push(
+                    NewEvent::new(
+                        article_stream(&article.article_id),
+                        Event::ArticleRevised(ArticleRevised {
+                            article_id: article.article_id,
+                            feed: feed.id.clone(),
+                            revision,
+                            body: article.body,
+                            content_hash: article.content_hash,
+                        }),
+                    )
+                    .idempotent(key),
+                );
+            }
+        }
+    }
+    polled.new_articles = new;
+    polled.revised_articles = revised;
+    let status = polled.status;
+    let mut batch = vec![NewEvent::new(feed_stream(&feed.id), Event::FeedPolled(polled))];
+    batch.extend(article_events);
+    store.append(batch)?;
+    Ok(PollOutcome::Polled { status, new, revised })
+}
+
+fn record_failure(
+    store: &EventStore,
+    feed: &FeedConfig,
+    url: &Url,
+    err: FetchError,
+    previous_streak: u32,
+    limits: &FetchLimits,
+) -> Result<PollOutcome, StoreError> {
+    let streak = previous_streak.saturating_add(1);
+    let wait = backoff(streak, limits).max(err.retry_after.unwrap_or_default());
+    let retry_not_before = (err.kind != PollFailureKind::Gone).then(|| {
+        (Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
+    tracing::warn!(feed = %feed.id, kind = err.kind.as_str(), streak, error = %err.message, "poll failed");
+    let event = Event::FeedPollFailed(FeedPollFailed {
+        feed: feed.id.clone(),
+        url: url.to_string(),
+        kind: err.kind,
+        message: err.message.clone(),
+        status: err.status,
+        elapsed_ms: err.elapsed.as_millis() as u64,
+        streak,
+        retry_not_before,
+    });
+    store.append_one(NewEvent::new(feed_stream(&feed.id), event))?;
+    Ok(PollOutcome::Failed {
+        kind: err.kind,
+        message: err.message,
+    })
+}
+
+/// Exponential backoff with ±25% jitter, capped: a failing feed is tried less and
+/// less often, but always again, so it recovers by itself when its server does.
+pub fn backoff(streak: u32, limits: &FetchLimits) -> Duration {
+    let exp = streak.saturating_sub(1).min(20);
+    let base = BACKOFF_BASE.as_secs().saturating_mul(1u64 << exp);
+    let capped = base.min(limits.max_backoff_s.max(1));
+    let jitter = 0.75 + fastrand::f64() * 0.5;
+    Duration::from_secs_f64(capped as f64 * jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let limits = FetchLimits::default();
+        let first = backoff(1, &limits).as_secs_f64();
+        assert!((45.0..=75.0).contains(&first), "{first}");
+        let fifth = backoff(5, &limits).as_secs_f64();
+        assert!(fifth >= 16.0 * 45.0, "{fifth}");
+        let late = backoff(40, &limits).as_secs_f64();
+        assert!(late <= limits.max_backoff_s as f64 * 1.25, "{late}");
+    }
+}

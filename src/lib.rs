@@ -1,0 +1,19 @@
+//! vigia: a news-monitoring daemon.
+//!
+//! The pipeline, one module per stage: `config` (the TOML file) → `schedule` (cron) →
+//! `fetch` (polite HTTP) → `feed` (parse and normalise with feed-rs) → `ingest` (turn a
+//! poll into events) → `store` (the append-only SQLite event log) → `projections`
+//! (tables rebuilt from the log) → `daemon` (the cycle and the long-running service).
+//! `cli` is the command line over all of it. Every outcome is an event (`events`); every
+//! table the CLI reads is a projection of them. See docs/ARCHITECTURE.md.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod feed;
+pub mod fetch;
+pub mod ingest;
+pub mod projections;
+pub mod schedule;
+pub mod store;

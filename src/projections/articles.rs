@@ -1,0 +1,122 @@
+//! Articles: the current text of every article ever seen, with its revision number.
+//! Ingestion reads it to tell a new item from a changed or unchanged one; detection
+//! reads it to reclassify history without refetching.
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use super::Projection;
+use crate::events::{ArticleBody, Event};
+use crate::store::StoredEvent;
+
+pub struct Articles;
+
+impl Projection for Articles {
+    fn name(&self) -> &'static str {
+        "articles"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["articles"]
+    }
+
+    fn handles(&self, kind: &str) -> bool {
+        matches!(kind, "ArticleDiscovered" | "ArticleRevised")
+    }
+
+    fn apply(&self, tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> rusqlite::Result<()> {
+        match event {
+            Event::ArticleDiscovered(a) => {
+                tx.prepare_cached(
+                    "INSERT INTO articles (article_id, feed_id, guid, url, title, summary, content, lang, published,
+                         content_hash, revision, discovered_at, outlet)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12)
+                     ON CONFLICT (article_id) DO NOTHING",
+                )?
+                .execute(rusqlite::params![
+                    a.article_id,
+                    a.feed,
+                    a.guid,
+                    a.body.url,
+                    a.body.title,
+                    a.body.summary,
+                    a.body.content,
+                    a.body.lang,
+                    a.body.published,
+                    a.content_hash,
+                    stored.recorded_at,
+                    a.body.outlet
+                ])?;
+            }
+            Event::ArticleRevised(a) => {
+                tx.prepare_cached(
+                    "UPDATE articles SET url = ?2, title = ?3, summary = ?4, content = ?5, lang = ?6,
+                         published = ?7, content_hash = ?8, revision = ?9, revised_at = ?10
+                     WHERE article_id = ?1",
+                )?
+                .execute(rusqlite::params![
+                    a.article_id,
+                    a.body.url,
+                    a.body.title,
+                    a.body.summary,
+                    a.body.content,
+                    a.body.lang,
+                    a.body.published,
+                    a.content_hash,
+                    a.revision,
+                    stored.recorded_at
+                ])?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// An article's current state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ArticleRow {
+    pub article_id: String,
+    pub feed_id: String,
+    pub body: ArticleBody,
+    pub content_hash: String,
+    pub revision: u32,
+}
+
+impl Articles {
+    /// The stored hash and revision of an article, if it has been seen.
+    pub fn fingerprint(conn: &Connection, article_id: &str) -> rusqlite::Result<Option<(String, u32)>> {
+        conn.prepare_cached("SELECT content_hash, revision FROM articles WHERE article_id = ?1")?
+            .query_row([article_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    }
+
+    pub fn count(conn: &Connection) -> rusqlite::Result<u64> {
+        conn.query_row("SELECT COUNT(*) FROM articles", [], |r| r.get(0))
+    }
+
+    /// Every stored article, in discovery order.
+    pub fn all(conn: &Connection) -> rusqlite::Result<Vec<ArticleRow>> {
+        let mut stmt = conn.prepare(
+            "SELECT article_id, feed_id, url, title, summary, content, lang, published, content_hash, revision, outlet
+             FROM articles ORDER BY discovered_at, article_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ArticleRow {
+                article_id: r.get(0)?,
+                feed_id: r.get(1)?,
+                body: ArticleBody {
+                    url: r.get(2)?,
+                    title: r.get(3)?,
+                    summary: r.get(4)?,
+                    content: r.get(5)?,
+                    lang: r.get(6)?,
+                    published: r.get(7)?,
+                    outlet: r.get(10)?,
+                },
+                content_hash: r.get(8)?,
+                revision: r.get(9)?,
+            })
+        })?;
+        rows.collect()
+    }
+}

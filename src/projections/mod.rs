@@ -1,0 +1,122 @@
+//! Projections: tables built from the event log, each owned by one projection.
+//!
+//! A projection applies events to its own tables; the runner here feeds it the events
+//! after its checkpoint and writes its rows and its new checkpoint in one transaction,
+//! so a crash never leaves the two out of step. `rebuild` clears every projection and
+//! replays the whole log through the same `apply` path, which is why replay and
+//! incremental processing give the same rows.
+
+mod articles;
+mod feeds;
+
+use rusqlite::{OptionalExtension, Transaction};
+
+use crate::events::Event;
+use crate::store::{EventStore, StoreError, StoredEvent};
+
+pub use articles::{ArticleRow, Articles};
+pub use feeds::{FeedHealth, FeedHealthRow};
+
+/// Events applied per transaction: bounds memory and the length of the writer's lock.
+const CHUNK: usize = 20_000;
+
+pub trait Projection: Send + Sync {
+    /// Its name in `projection_checkpoints`.
+    fn name(&self) -> &'static str;
+    /// The tables it owns; cleared before a rebuild.
+    fn tables(&self) -> &'static [&'static str];
+    /// Whether it reads events of this kind (others are skipped without decoding).
+    fn handles(&self, kind: &str) -> bool;
+    fn apply(&self, tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> rusqlite::Result<()>;
+}
+
+/// Every projection vigia keeps, in the order they are applied.
+pub fn all() -> Vec<Box<dyn Projection>> {
+    vec![Box::new(FeedHealth), Box::new(Articles)]
+}
+
+/// Brings every projection up to the head of the log. Returns how many events were applied.
+pub fn catch_up(store: &EventStore) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let applied = store.write(|tx| apply_chunk(tx, &all()))?;
+        total += applied;
+        if applied < CHUNK as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Clears every projection and rebuilds it from the whole log.
+pub fn rebuild(store: &EventStore) -> Result<u64, StoreError> {
+    store.write(|tx| {
+        for projection in all() {
+            for table in projection.tables() {
+                tx.execute(&format!("DELETE FROM \"{table}\""), [])?;
+            }
+            tx.execute(
+                "DELETE FROM projection_checkpoints WHERE projection = ?1",
+                [projection.name()],
+            )?;
+        }
+        Ok(())
+    })?;
+    catch_up(store)
+}
+
+fn checkpoint(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<u64> {
+    Ok(tx
+        .query_row(
+            "SELECT seq FROM projection_checkpoints WHERE projection = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Applies up to `CHUNK` events to every projection that has not seen them, within the
+/// caller's transaction, and moves the checkpoints. Returns the number of events read.
+fn apply_chunk(tx: &Transaction<'_>, projections: &[Box<dyn Projection>]) -> Result<u64, StoreError> {
+    let checkpoints = projections
+        .iter()
+        .map(|p| checkpoint(tx, p.name()))
+        .collect::<rusqlite::Result<Vec<u64>>>()?;
+    let Some(&from) = checkpoints.iter().min() else {
+        return Ok(0);
+    };
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq, stream, version, kind, schema_version, payload, recorded_at, idempotency_key
+         FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let events = stmt
+        .query_map(rusqlite::params![from, CHUNK as i64], StoredEvent::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(stmt);
+    let Some(last) = events.last().map(|e| e.seq) else {
+        return Ok(0);
+    };
+    for stored in &events {
+        let interested: Vec<&Box<dyn Projection>> = projections
+            .iter()
+            .zip(&checkpoints)
+            .filter(|(p, &cp)| stored.seq > cp && p.handles(&stored.kind))
+            .map(|(p, _)| p)
+            .collect();
+        if interested.is_empty() {
+            continue;
+        }
+        let event = stored.decode()?;
+        for projection in interested {
+            projection.apply(tx, stored, &event)?;
+        }
+    }
+    for projection in projections {
+        tx.execute(
+            "INSERT INTO projection_checkpoints (projection, seq) VALUES (?1, ?2)
+             ON CONFLICT (projection) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            rusqlite::params![projection.name(), last],
+        )?;
+    }
+    Ok(events.len() as u64)
+}

@@ -1,0 +1,420 @@
+//! The append-only event log in SQLite: the one place that opens the database.
+//!
+//! `EventStore::open` creates the folder, sets WAL, synchronous and a busy timeout,
+//! applies the numbered migrations in `migrations/`, and hands out a cheap clonable
+//! handle. All writes go through one writer thread (`writer`), which groups concurrent
+//! appends into one transaction. Reads use their own connection. What events mean is
+//! left to `crate::events`; what is built from them, to `crate::projections`.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::events::{DecodeError, Event};
+
+
+/// The schema, one step per file in `migrations/`; shipped steps are never edited.
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../../migrations/0001_events.sql")),
+    M::up(include_str!("../../migrations/0002_projections.sql")),
+];
+
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database folder {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("{path} is not a vigia database, or it is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the database {path} was written by a newer vigia (schema {found}, this build knows up to {known}); upgrade vigia to open it")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("version conflict on stream {stream:?}: expected {expected}, the stream is at {actual}")]
+    Conflict {
+        stream: String,
+        expected: String,
+        actual: u64,
+    },
+    #[error("the disk is full (or the database reached its size cap); nothing of this write was recorded")]
+    DiskFull,
+    #[error("the database is read-only; nothing of this write was recorded: {0}")]
+    ReadOnly(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot encode an event payload: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("stored event {seq}: {source}")]
+    Decode {
+        seq: u64,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    #[error("the write was not recorded: {0}")]
+    Write(String),
+}
+
+impl StoreError {
+    /// The same failure, for each caller whose events shared a transaction that failed.
+    pub(crate) fn for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::DiskFull => StoreError::DiskFull,
+            StoreError::ReadOnly(m) => StoreError::ReadOnly(m.clone()),
+            StoreError::Corrupt { path, reason } => StoreError::Corrupt {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            other => StoreError::Write(other.to_string()),
+        }
+    }
+
+    /// Maps SQLite's error codes onto what an operator needs to know.
+    pub(crate) fn from_sqlite(err: rusqlite::Error, path: &Path) -> StoreError {
+        use rusqlite::ErrorCode;
+        match err.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull,
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(err.to_string()),
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            },
+            Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => StoreError::Open {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            },
+            _ => StoreError::Sqlite(err),
+        }
+    }
+}
+
+/// What the appender believes the stream's version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version is.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version.
+    Exactly(u64),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exactly(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// An event on its way into the log.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub event: Event,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewEvent {
+    pub fn new(stream: impl Into<String>, event: Event) -> Self {
+        NewEvent {
+            stream: stream.into(),
+            expected: ExpectedVersion::Any,
+            event,
+            idempotency_key: None,
+        }
+    }
+
+    pub fn expecting(mut self, expected: ExpectedVersion) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    pub fn idempotent(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// An event as the log holds it. The payload stays raw JSON until someone decodes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub stream: String,
+    pub version: u64,
+    pub kind: String,
+    pub schema_version: u32,
+    pub recorded_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub payload: Value,
+}
+
+impl StoredEvent {
+    pub fn decode(&self) -> Result<Event, StoreError> {
+        Event::decode(&self.kind, self.schema_version, self.payload.clone()).map_err(|source| {
+            StoreError::Decode {
+                seq: self.seq,
+                source,
+            }
+        })
+    }
+
+    pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+        let payload: String = row.get(5)?;
+        Ok(StoredEvent {
+            seq: row.get(0)?,
+            stream: row.get(1)?,
+            version: row.get(2)?,
+            kind: row.get(3)?,
+            schema_version: row.get(4)?,
+            payload: serde_json::from_str(&payload).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+            })?,
+            recorded_at: row.get(6)?,
+            idempotency_key: row.get(7)?,
+        })
+    }
+}
+
+/// What happened to one appended event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// Written now.
+    New(StoredEvent),
+    /// Its idempotency key was already in the log: this is the original event.
+    Duplicate(StoredEvent),
+}
+
+impl Appended {
+    pub fn event(&self) -> &StoredEvent {
+        match self {
+            Appended::New(e) | Appended::Duplicate(e) => e,
+        }
+    }
+
+    pub fn is_new(&self) -> bool {
+        matches!(self, Appended::New(_))
+    }
+}
+
+/// Knobs for opening the store.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Caps the database file at this many pages (SQLite's `max_page_count`); beyond it
+    /// appends fail as a full disk would. For operators who want a hard size cap, and for
+    /// tests of the disk-full path.
+    pub max_pages: Option<u32>,
+}
+
+const SELECT_EVENT: &str =
+    "SELECT seq, stream, version, kind, schema_version, payload, recorded_at, idempotency_key FROM events";
+
+/// A clonable handle on the event log.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    reader: Mutex<Connection>,
+    writer: writer::Writer,
+    head: watch::Sender<u64>,
+}
+
+impl EventStore {
+    pub fn open(path: &Path) -> Result<EventStore, StoreError> {
+        EventStore::open_with(path, OpenOptions::default())
+    }
+
+    pub fn open_with(path: &Path, options: OpenOptions) -> Result<EventStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut write_conn = connect(path, &options)?;
+        migrate(&mut write_conn, path)?;
+        let reader = connect(path, &options)?;
+        let head = head_seq(&reader).map_err(|e| StoreError::from_sqlite(e, path))?;
+        let (head_tx, _) = watch::channel(head);
+        let writer = writer::Writer::spawn(write_conn, path.to_path_buf(), head_tx.clone());
+        Ok(EventStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                reader: Mutex::new(reader),
+                writer,
+                head: head_tx,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Appends events atomically: all of them are recorded, or (on a conflict or error)
+    /// none. An event whose idempotency key is already in the log is not written again;
+    /// its original comes back as `Appended::Duplicate`.
+    pub fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.writer.append(events)
+    }
+
+    pub fn append_one(&self, event: NewEvent) -> Result<Appended, StoreError> {
+        self.append(vec![event])?
+            .pop()
+            .ok_or(StoreError::WriterGone)
+    }
+
+    /// Runs `job` on the writer's connection inside one transaction: how projections
+    /// write their rows and checkpoint together without competing with appends.
+    pub fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.inner.writer.run(job)
+    }
+
+    /// Reads with the store's reader connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.inner.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&conn).map_err(|e| StoreError::from_sqlite(e, &self.inner.path))
+    }
+
+    /// Events after `after_seq` in log order, at most `limit`, optionally of one kind.
+    pub fn read_from(&self, after_seq: u64, limit: usize, kind: Option<&str>) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(|conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            match kind {
+                Some(kind) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "{SELECT_EVENT} WHERE seq > ?1 AND kind = ?2 ORDER BY seq LIMIT ?3"
+                    ))?;
+                    let rows = stmt.query_map(rusqlite::params![after_seq, kind, limit], StoredEvent::from_row)?;
+                    rows.collect()
+                }
+                None => {
+                    let mut stmt =
+                        conn.prepare_cached(&format!("{SELECT_EVENT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+                    let rows = stmt.query_map(rusqlite::params![after_seq, limit], StoredEvent::from_row)?;
+                    rows.collect()
+                }
+            }
+        })
+    }
+
+    /// Every event of one stream, in version order.
+    pub fn read_stream(&self, stream: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("{SELECT_EVENT} WHERE stream = ?1 ORDER BY version"))?;
+            let rows = stmt.query_map([stream], StoredEvent::from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// The last event of a kind, if any.
+    pub fn last_of_kind(&self, kind: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                &format!("{SELECT_EVENT} WHERE kind = ?1 ORDER BY seq DESC LIMIT 1"),
+                [kind],
+                StoredEvent::from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// The highest seq in the log, read from the database (sees other processes' appends).
+    pub fn head(&self) -> Result<u64, StoreError> {
+        self.read(head_seq)
+    }
+
+    /// Follows appends made through this handle: the receiver holds the latest seq.
+    /// Consumers read from their own position when it moves, so nothing is missed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+}
+
+fn head_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+}
+
+fn connect(path: &Path, options: &OpenOptions) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| StoreError::from_sqlite(e, path))?;
+    // WAL lets readers (the CLI, the web pages) run beside the daemon's writer;
+    // synchronous=NORMAL in WAL mode never corrupts the file, at worst it loses the last
+    // commits on power loss (not on a process crash).
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| StoreError::from_sqlite(e, path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| StoreError::from_sqlite(e, path))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| StoreError::from_sqlite(e, path))?;
+    if let Some(pages) = options.max_pages {
+        conn.pragma_update(None, "max_page_count", pages)
+            .map_err(|e| StoreError::from_sqlite(e, path))?;
+    }
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    use rusqlite_migration::{Error as MigrationError, MigrationDefinitionError};
+    let migrations = Migrations::from_slice(MIGRATIONS);
+    match migrations.to_latest(conn) {
+        Ok(()) => Ok(()),
+        Err(MigrationError::MigrationDefinition(MigrationDefinitionError::DatabaseTooFarAhead)) => {
+            let found: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap_or(-1);
+            Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                known: MIGRATIONS.len(),
+            })
+        }
+        Err(MigrationError::RusqliteError { err, .. }) => Err(StoreError::from_sqlite(err, path)),
+        Err(other) => Err(StoreError::Open {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        }),
+    }
+}
+
+/// Now, as the log writes it: RFC 3339 in UTC with milliseconds, so text order is time order.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,226 @@
+//! The store's single writer: a thread that owns the write connection.
+//!
+//! Appends from every task queue here; the thread takes whatever is waiting and writes
+//! it in one transaction (group commit), each request under its own savepoint so that
+//! one caller's conflict does not fail another's events. One writer means SQLite never
+//! sees two writers of ours competing for its lock, and a crash loses whole
+//! transactions only, never part of one.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use tokio::sync::watch;
+
+use super::{now_rfc3339, Appended, ExpectedVersion, NewEvent, StoreError, StoredEvent, SELECT_EVENT};
+
+/// Most append requests grouped into one transaction; bounds the latency of the first.
+const MAX_GROUP: usize = 512;
+
+/// A unit of work run in its own transaction on the writer's connection; it returns
+/// whether to commit.
+pub type WriteJob = Box<dyn FnOnce(&Transaction<'_>) -> bool + Send>;
+
+enum Request {
+    Append {
+        events: Vec<NewEvent>,
+        reply: mpsc::Sender<Result<Vec<Appended>, StoreError>>,
+    },
+    Job(WriteJob),
+}
+
+pub(super) struct Writer {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Writer {
+    pub(super) fn spawn(conn: Connection, path: PathBuf, head: watch::Sender<u64>) -> Writer {
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("vigia-store-writer".into())
+            .spawn(move || run(conn, path, head, rx))
+            .expect("spawning the store writer thread: the OS refused a thread at start-up");
+        Writer { requests: tx }
+    }
+
+    pub(super) fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let (reply, answer) = mpsc::channel();
+        self.requests
+            .send(Request::Append { events, reply })
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub(super) fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = mpsc::channel();
+        let boxed: WriteJob = Box::new(move |tx| {
+            let result = job(tx);
+            let commit = result.is_ok();
+            let _ = reply.send(result);
+            commit
+        });
+        self.requests
+            .send(Request::Job(boxed))
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn run(mut conn: Connection, path: PathBuf, head: watch::Sender<u64>, requests: mpsc::Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut appends = Vec::new();
+        let mut pending = Some(first);
+        while let Some(request) = pending.take() {
+            match request {
+                Request::Append { events, reply } => appends.push((events, reply)),
+                Request::Job(job) => {
+                    // Keep log order: appends queued before the job are written first.
+                    write_group(&mut conn, &path, &head, std::mem::take(&mut appends));
+                    run_job(&mut conn, &path, job);
+                }
+            }
+            if appends.len() < MAX_GROUP {
+                pending = requests.try_recv().ok();
+            }
+        }
+        write_group(&mut conn, &path, &head, appends);
+    }
+}
+
+type Reply = mpsc::Sender<Result<Vec<Appended>, StoreError>>;
+
+fn write_group(conn: &mut Connection, path: &PathBuf, head: &watch::Sender<u64>, group: Vec<(Vec<NewEvent>, Reply)>) {
+    if group.is_empty() {
+        return;
+    }
+    let mut results: Vec<Result<Vec<Appended>, StoreError>> = Vec::with_capacity(group.len());
+    let outcome = (|| -> Result<u64, StoreError> {
+        let mut tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::from_sqlite(e, path))?;
+        for (events, _) in &group {
+            let mut savepoint = tx.savepoint().map_err(|e| StoreError::from_sqlite(e, path))?;
+            match append_all(&savepoint, events, path) {
+                Ok(appended) => {
+                    savepoint.commit().map_err(|e| StoreError::from_sqlite(e, path))?;
+                    results.push(Ok(appended));
+                }
+                Err(err) => {
+                    savepoint.rollback().map_err(|e| StoreError::from_sqlite(e, path))?;
+                    drop(savepoint);
+                    results.push(Err(err));
+                }
+            }
+        }
+        let head_seq: u64 = tx
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(|e| StoreError::from_sqlite(e, path))?;
+        tx.commit().map_err(|e| StoreError::from_sqlite(e, path))?;
+        Ok(head_seq)
+    })();
+    match outcome {
+        Ok(seq) => {
+            head.send_if_modified(|current| {
+                let moved = *current != seq;
+                *current = seq;
+                moved
+            });
+            for ((_, reply), result) in group.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(err) => {
+            // The transaction did not commit: nothing of the group is in the log.
+            for (_, reply) in group {
+                let _ = reply.send(Err(err.for_another_caller()));
+            }
+        }
+    }
+}
+
+fn run_job(conn: &mut Connection, path: &PathBuf, job: WriteJob) {
+    match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => {
+            if job(&tx) {
+                if let Err(e) = tx.commit() {
+                    tracing::error!(error = %StoreError::from_sqlite(e, path), "a projection write did not commit");
+                }
+            }
+        }
+        Err(e) => {
+            // The job's reply channel drops with it: the caller sees WriterGone.
+            tracing::error!(error = %StoreError::from_sqlite(e, path), "cannot begin a write transaction");
+        }
+    }
+}
+
+fn append_all(tx: &Connection, events: &[NewEvent], path: &PathBuf) -> Result<Vec<Appended>, StoreError> {
+    let recorded_at = now_rfc3339();
+    let mut out = Vec::with_capacity(events.len());
+    for new in events {
+        if let Some(key) = &new.idempotency_key {
+            let existing = tx
+                .prepare_cached(&format!("{SELECT_EVENT} WHERE idempotency_key = ?1"))
+                .and_then(|mut stmt| stmt.query_row([key], StoredEvent::from_row).optional())
+                .map_err(|e| StoreError::from_sqlite(e, path))?;
+            if let Some(existing) = existing {
+                out.push(Appended::Duplicate(existing));
+                continue;
+            }
+        }
+        let current: u64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")
+            .and_then(|mut stmt| stmt.query_row([&new.stream], |r| r.get(0)))
+            .map_err(|e| StoreError::from_sqlite(e, path))?;
+        let fits = match new.expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exactly(v) => current == v,
+        };
+        if !fits {
+            return Err(StoreError::Conflict {
+                stream: new.stream.clone(),
+                expected: new.expected.to_string(),
+                actual: current,
+            });
+        }
+        let payload = new.event.payload_json()?;
+        let payload_text = serde_json::to_string(&payload)?;
+        let version = current + 1;
+        let seq: u64 = tx
+            .prepare_cached(
+                "INSERT INTO events (stream, version, kind, schema_version, payload, recorded_at, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    rusqlite::params![
+                        new.stream,
+                        version,
+                        new.event.kind(),
+                        new.event.schema_version(),
+                        payload_text,
+                        recorded_at,
+                        new.idempotency_key
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(|e| StoreError::from_sqlite(e, path))?;
+        out.push(Appended::New(StoredEvent {
+            seq,
+            stream: new.stream.clone(),
+            version,
+            kind: new.event.kind().to_string(),
+            schema_version: new.event.schema_version(),
+            recorded_at: recorded_at.clone(),
+            idempotency_key: new.idempotency_key.clone(),
+            payload,
+        }));
+    }
+    Ok(out)
+}
