@@ -104,6 +104,8 @@ pub fn parse(bytes: &[u8], ctx: FeedContext<'_>) -> Result<ParsedFeed, FeedError
 
 fn describe_parse_error(err: feed_rs::parser::ParseFeedError, content_type: Option<&str>, bytes: &[u8]) -> FeedError {
     use feed_rs::parser::{ParseErrorKind, ParseFeedError};
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).to_ascii_lowercase();
+    let looks_feed = head.contains("<rss") || head.contains("<feed") || head.contains("<rdf:rdf") || head.trim_start().starts_with('{');
     let looks_html = content_type.is_some_and(|c| c.to_ascii_lowercase().contains("html")) || {
         let head = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).to_ascii_lowercase();
         head.contains("<!doctype html") || head.contains("<html")
@@ -111,6 +113,9 @@ fn describe_parse_error(err: feed_rs::parser::ParseFeedError, content_type: Opti
     match err {
         ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) if looks_html => {
             FeedError::NotAFeed("the server sent an HTML page, not a feed".into())
+        }
+        ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) if looks_feed => {
+            FeedError::Parse("the feed's root element is malformed or the document is cut short".into())
         }
         ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) => {
             FeedError::NotAFeed("no RSS, Atom or JSON Feed root element".into())

@@ -48,7 +48,12 @@ impl CronSchedule {
             }
         };
         let schedule = cron::Schedule::from_str(&translated)
-            .map_err(|e| format!("{expression:?} is not a valid cron schedule: {e}"))?;
+            .map_err(|e| {
+                // The crate's message quotes our translated expression; keep only its reason.
+                let text = e.to_string();
+                let reason = text.lines().last().unwrap_or(&text).trim().to_string();
+                format!("{expression:?} is not a valid cron schedule: {reason}")
+            })?;
         // An expression that can never fire (say, 30 February) is a mistake, not a schedule.
         if schedule.upcoming(Utc).next().is_none() {
             return Err(format!("{expression:?} never fires"));

@@ -18,9 +18,16 @@ use super::{now_rfc3339, Appended, ExpectedVersion, NewEvent, StoreError, Stored
 /// Most append requests grouped into one transaction; bounds the latency of the first.
 const MAX_GROUP: usize = 512;
 
-/// A unit of work run in its own transaction on the writer's connection; it returns
-/// whether to commit.
-pub type WriteJob = Box<dyn FnOnce(&Transaction<'_>) -> bool + Send>;
+/// A unit of work run in its own transaction on the writer's connection.
+type WriteJob = Box<dyn FnOnce(&Transaction<'_>) -> JobDone + Send>;
+
+/// What a job asks for when its work is done: commit or not, and whom to tell the
+/// outcome once the transaction is really over (a caller must never hear "done"
+/// before the commit, or it could read, or exit, before the rows are there).
+struct JobDone {
+    commit: bool,
+    finish: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
 
 enum Request {
     Append {
@@ -59,9 +66,12 @@ impl Writer {
         let (reply, answer) = mpsc::channel();
         let boxed: WriteJob = Box::new(move |tx| {
             let result = job(tx);
-            let commit = result.is_ok();
-            let _ = reply.send(result);
-            commit
+            JobDone {
+                commit: result.is_ok(),
+                finish: Box::new(move |committed| {
+                    let _ = reply.send(committed.and(result));
+                }),
+            }
         });
         self.requests
             .send(Request::Job(boxed))
@@ -145,11 +155,13 @@ fn write_group(conn: &mut Connection, path: &PathBuf, head: &watch::Sender<u64>,
 fn run_job(conn: &mut Connection, path: &PathBuf, job: WriteJob) {
     match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => {
-            if job(&tx) {
-                if let Err(e) = tx.commit() {
-                    tracing::error!(error = %StoreError::from_sqlite(e, path), "a projection write did not commit");
-                }
-            }
+            let done = job(&tx);
+            let outcome = if done.commit {
+                tx.commit().map_err(|e| StoreError::from_sqlite(e, path))
+            } else {
+                tx.rollback().map_err(|e| StoreError::from_sqlite(e, path))
+            };
+            (done.finish)(outcome);
         }
         Err(e) => {
             // The job's reply channel drops with it: the caller sees WriterGone.

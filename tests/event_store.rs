@@ -1,0 +1,384 @@
+//! The event log's promises, tested against real SQLite files: append-only at the
+//! database level, optimistic concurrency, idempotency, replay equals incremental,
+//! whole batches only after SIGKILL, and clear errors for broken storage.
+
+use std::sync::{Arc, Barrier};
+
+use rusqlite::Connection;
+use vigia::events::{ArticleBody, ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind};
+use vigia::projections;
+use vigia::store::{EventStore, ExpectedVersion, NewEvent, OpenOptions, StoreError};
+
+use crate::util::Dir;
+
+fn polled(feed: &str, n: u32) -> Event {
+    Event::FeedPolled(FeedPolled {
+        feed: feed.into(),
+        url: format!("http://127.0.0.1/{feed}.xml"),
+        status: 200,
+        bytes: 1000 + u64::from(n),
+        elapsed_ms: 5,
+        etag: Some(format!("\"e{n}\"")),
+        last_modified: None,
+        items: n,
+        new_articles: n,
+        revised_articles: 0,
+        moved_to: None,
+        min_interval_s: None,
+    })
+}
+
+fn failed(feed: &str, streak: u32) -> Event {
+    Event::FeedPollFailed(FeedPollFailed {
+        feed: feed.into(),
+        url: format!("http://127.0.0.1/{feed}.xml"),
+        kind: PollFailureKind::Timeout,
+        message: "timed out".into(),
+        status: None,
+        elapsed_ms: 30_000,
+        streak,
+        retry_not_before: None,
+    })
+}
+
+fn body(title: &str) -> ArticleBody {
+    ArticleBody {
+        title: title.into(),
+        summary: format!("summary of {title}"),
+        content: String::new(),
+        url: Some(format!("http://example.org/{title}")),
+        lang: Some("en".into()),
+        published: None,
+        outlet: Some("Outlet".into()),
+    }
+}
+
+fn discovered(feed: &str, id: &str) -> Event {
+    Event::ArticleDiscovered(ArticleDiscovered {
+        article_id: id.into(),
+        feed: feed.into(),
+        guid: Some(id.into()),
+        body: body(id),
+        content_hash: format!("h-{id}-1"),
+    })
+}
+
+fn revised(feed: &str, id: &str, revision: u32) -> Event {
+    Event::ArticleRevised(ArticleRevised {
+        article_id: id.into(),
+        feed: feed.into(),
+        revision,
+        body: body(&format!("{id} rev {revision}")),
+        content_hash: format!("h-{id}-{revision}"),
+    })
+}
+
+#[test]
+fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
+    let dir = Dir::new();
+    let store = EventStore::open(&dir.db()).unwrap();
+    store.append_one(NewEvent::new("feed:a", polled("a", 1))).unwrap();
+    drop(store);
+    let conn = Connection::open(dir.db()).unwrap();
+    let update = conn.execute("UPDATE events SET payload = '{}'", []);
+    let delete = conn.execute("DELETE FROM events", []);
+    assert!(update.is_err(), "UPDATE went through");
+    assert!(delete.is_err(), "DELETE went through");
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn two_writers_with_the_same_expected_version_exactly_one_wins() {
+    let dir = Dir::new();
+    let first = EventStore::open(&dir.db()).unwrap();
+    first.append_one(NewEvent::new("feed:a", polled("a", 1))).unwrap();
+    for round in 0..10u64 {
+        // Two handles: two connections and two writer threads, as two processes would have.
+        let a = EventStore::open(&dir.db()).unwrap();
+        let b = EventStore::open(&dir.db()).unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let expected = ExpectedVersion::Exactly(1 + round);
+        let run = |store: EventStore, barrier: Arc<Barrier>| {
+            std::thread::spawn(move || {
+                barrier.wait();
+                store.append_one(NewEvent::new("feed:a", polled("a", 2)).expecting(expected))
+            })
+        };
+        let ta = run(a, barrier.clone());
+        let tb = run(b, barrier);
+        let results = [ta.join().unwrap(), tb.join().unwrap()];
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Conflict { .. })))
+            .count();
+        assert_eq!((wins, conflicts), (1, 1), "round {round}: {results:?}");
+    }
+    assert_eq!(first.read_stream("feed:a").unwrap().len(), 11);
+}
+
+#[test]
+fn appending_the_same_idempotency_key_twice_gives_one_event() {
+    let dir = Dir::new();
+    let store = EventStore::open(&dir.db()).unwrap();
+    let event = || NewEvent::new("article:x", discovered("a", "x")).idempotent("article:x:discovered");
+    let first = store.append_one(event()).unwrap();
+    let second = store.append_one(event()).unwrap();
+    assert!(first.is_new());
+    assert!(!second.is_new());
+    assert_eq!(first.event().seq, second.event().seq);
+    // Also within one batch.
+    let both = store.append(vec![event(), event()]).unwrap();
+    assert!(both.iter().all(|a| !a.is_new()));
+    assert_eq!(store.head().unwrap(), 1);
+}
+
+#[test]
+fn a_conflict_rolls_back_the_whole_batch() {
+    let dir = Dir::new();
+    let store = EventStore::open(&dir.db()).unwrap();
+    store.append_one(NewEvent::new("s", polled("a", 1))).unwrap();
+    let batch = vec![
+        NewEvent::new("other", polled("b", 1)),
+        NewEvent::new("s", polled("a", 2)).expecting(ExpectedVersion::NoStream),
+    ];
+    assert!(matches!(store.append(batch), Err(StoreError::Conflict { .. })));
+    assert_eq!(store.head().unwrap(), 1, "nothing of the failed batch is in the log");
+}
+
+#[test]
+fn subscribers_see_the_head_move() {
+    let dir = Dir::new();
+    let store = EventStore::open(&dir.db()).unwrap();
+    let mut rx = store.subscribe();
+    store.append_one(NewEvent::new("s", polled("a", 1))).unwrap();
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow_and_update(), 1);
+    let read = store.read_from(0, 10, None).unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].decode().unwrap(), polled("a", 1));
+}
+
+fn projection_snapshot(path: &std::path::Path) -> Vec<(String, Vec<String>)> {
+    let conn = Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    for projection in projections::all() {
+        for table in projection.tables() {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+            let columns = stmt.column_count();
+            let mut rows: Vec<String> = stmt
+                .query_map([], |r| {
+                    let mut s = String::new();
+                    for i in 0..columns {
+                        let v: rusqlite::types::Value = r.get(i)?;
+                        s.push_str(&format!("{v:?}|"));
+                    }
+                    Ok(s)
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows.sort();
+            out.push((table.to_string(), rows));
+        }
+    }
+    out
+}
+
+#[test]
+fn replay_equals_incremental() {
+    let dir = Dir::new();
+    let store = EventStore::open(&dir.db()).unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let feeds = ["a", "b", "c", "d", "e"];
+    let mut revisions: std::collections::HashMap<String, u32> = Default::default();
+    let mut appended = 0;
+    while appended < 4000 {
+        let batch_len = rng.usize(1..40);
+        let mut batch = Vec::new();
+        for _ in 0..batch_len {
+            let feed = feeds[rng.usize(..feeds.len())];
+            let event = match rng.u8(..10) {
+                0..=2 => polled(feed, rng.u32(..20)),
+                3 => failed(feed, rng.u32(1..5)),
+                4..=7 => {
+                    let id = format!("{feed}-{}", rng.u32(..400));
+                    match revisions.get_mut(&id) {
+                        None => {
+                            revisions.insert(id.clone(), 1);
+                            discovered(feed, &id)
+                        }
+                        Some(rev) => {
+                            *rev += 1;
+                            revised(feed, &id, *rev)
+                        }
+                    }
+                }
+                _ => polled(feed, 0),
+            };
+            batch.push(NewEvent::new(format!("s-{feed}"), event));
+        }
+        appended += batch.len();
+        store.append(batch).unwrap();
+        // Incremental: catch up at irregular points, as the daemon does.
+        if rng.u8(..4) == 0 {
+            projections::catch_up(&store).unwrap();
+        }
+    }
+    projections::catch_up(&store).unwrap();
+    let incremental = projection_snapshot(&dir.db());
+    assert!(incremental.iter().all(|(_, rows)| !rows.is_empty()), "every projection has rows");
+    let replayed = projections::rebuild(&store).unwrap();
+    assert_eq!(replayed as usize, appended);
+    let rebuilt = projection_snapshot(&dir.db());
+    for ((table, a), (_, b)) in incremental.iter().zip(&rebuilt) {
+        assert_eq!(a.len(), b.len(), "{table}: row counts differ");
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x, y, "{table}: a row differs");
+        }
+    }
+}
+
+/// Environment variable that turns a run of this test binary into the crash child.
+const CRASH_CHILD: &str = "VIGIA_TEST_CRASH_CHILD_DB";
+
+/// The child: four threads append batches of 1..60 events until killed. Each event
+/// names its batch and the batch's size, so the parent can tell whole from partial.
+fn crash_child(db: &str) -> ! {
+    let store = EventStore::open(std::path::Path::new(db)).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::new();
+                let pid = std::process::id();
+                for batch in 0u64.. {
+                    let size = rng.u32(1..60);
+                    let events = (0..size)
+                        .map(|i| {
+                            NewEvent::new(
+                                format!("batch:{t}:{batch}"),
+                                polled(&format!("{pid}:{t}:{batch}:{size}"), i),
+                            )
+                        })
+                        .collect();
+                    store.append(events).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    std::process::exit(0)
+}
+
+#[test]
+fn sigkill_during_batched_appends_leaves_only_whole_batches() {
+    if let Ok(db) = std::env::var(CRASH_CHILD) {
+        crash_child(&db);
+    }
+    let dir = Dir::new();
+    let db = dir.db();
+    for trial in 0..5 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "event_store::sigkill_during_batched_appends_leaves_only_whole_batches", "--nocapture"])
+            .env(CRASH_CHILD, &db)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until it is writing, then kill it at a random moment.
+        let before = count_events(&db);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while count_events(&db) < before + 500 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(0..40)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let conn = Connection::open(&db).unwrap();
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(integrity, "ok", "trial {trial}");
+        let mut stmt = conn
+            .prepare("SELECT json_extract(payload, '$.feed'), COUNT(*) FROM events GROUP BY 1")
+            .unwrap();
+        let batches: Vec<(String, u32)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(count_events(&db) > before, "trial {trial}: the child wrote nothing");
+        for (name, count) in batches {
+            let size: u32 = name.rsplit(':').next().unwrap().parse().unwrap();
+            assert_eq!(count, size, "trial {trial}: batch {name} is partial");
+        }
+        // And the store still opens and appends after the crash.
+        let store = EventStore::open(&db).unwrap();
+        store.append_one(NewEvent::new("after", polled(&format!("after{trial}:0:1"), 0))).unwrap();
+    }
+}
+
+fn count_events(db: &std::path::Path) -> u64 {
+    Connection::open(db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)))
+        .map(|n| n as u64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
+    let dir = Dir::new();
+    let store = EventStore::open_with(&dir.db(), OpenOptions { max_pages: Some(64) }).unwrap();
+    let mut recorded = 0;
+    let err = loop {
+        let batch = (0..50).map(|i| NewEvent::new("big", polled("big", i))).collect();
+        match store.append(batch) {
+            Ok(v) => recorded += v.len(),
+            Err(e) => break e,
+        }
+        assert!(recorded < 1_000_000, "the size cap never hit");
+    };
+    assert!(matches!(err, StoreError::DiskFull), "{err}");
+    assert!(err.to_string().contains("disk is full"));
+    assert_eq!(store.head().unwrap() as usize, recorded, "the failed batch left nothing");
+    drop(store);
+    let store = EventStore::open(&dir.db()).unwrap();
+    assert_eq!(store.read_from(0, usize::MAX, None).unwrap().len(), recorded);
+}
+
+#[test]
+fn a_corrupt_database_file_is_a_clear_error() {
+    let dir = Dir::new();
+    std::fs::write(dir.db(), vec![0x42u8; 8192]).unwrap();
+    let err = EventStore::open(&dir.db()).err().expect("a garbage file must not open");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("not a vigia database"), "{err}");
+}
+
+#[test]
+fn a_database_from_a_newer_vigia_is_refused() {
+    let dir = Dir::new();
+    drop(EventStore::open(&dir.db()).unwrap());
+    Connection::open(dir.db()).unwrap().pragma_update(None, "user_version", 999).unwrap();
+    let err = EventStore::open(&dir.db()).err().expect("must refuse");
+    assert!(matches!(err, StoreError::TooNew { found: 999, .. }), "{err}");
+    assert!(err.to_string().contains("newer vigia"));
+}
+
+#[test]
+fn a_database_in_a_read_only_place_is_a_clear_error() {
+    // Tests run as root here, so permissions cannot make a folder read-only; sysfs is.
+    let err = EventStore::open(std::path::Path::new("/sys/vigia-test/vigia.db"))
+        .err()
+        .expect("sysfs is not writable");
+    assert!(
+        matches!(err, StoreError::CreateDir { .. } | StoreError::Open { .. } | StoreError::ReadOnly(_)),
+        "{err}"
+    );
+    let err = EventStore::open(std::path::Path::new("/sys/vigia.db")).err().expect("sysfs is not writable");
+    assert!(err.to_string().contains("/sys/vigia.db"), "{err}");
+}

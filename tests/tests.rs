@@ -1,0 +1,8 @@
+//! vigia's integration tests: one binary, a module per area. Tests run the real
+//! `vigia` binary or the library against real SQLite files and loopback servers.
+
+mod util;
+
+mod config_check;
+mod event_store;
+mod ingest;
