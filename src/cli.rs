@@ -14,7 +14,11 @@ use crate::projections::{self, FeedHealth};
 use crate::store::EventStore;
 
 #[derive(Debug, Parser)]
-#[command(name = "vigia", version, about = "News-monitoring daemon: feeds in, stances and digests out")]
+#[command(
+    name = "vigia",
+    version,
+    about = "News-monitoring daemon: feeds in, stances and digests out"
+)]
 pub struct Args {
     /// Config file [default: $VIGIA_CONFIG, else config/vigia.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -118,7 +122,11 @@ pub fn run(args: Args) -> Result<()> {
                 );
                 Ok(())
             } else {
-                runtime.block_on(crate::daemon::run(config, store, crate::daemon::shutdown_signal()))
+                runtime.block_on(crate::daemon::run(
+                    config,
+                    store,
+                    crate::daemon::shutdown_signal(),
+                ))
             }
         }
         Command::Replay => {
@@ -133,7 +141,11 @@ pub fn run(args: Args) -> Result<()> {
             );
             Ok(())
         }
-        Command::Events { since, kind, follow } => {
+        Command::Events {
+            since,
+            kind,
+            follow,
+        } => {
             let config = load_config(&config_path, args.db.as_deref())?;
             if let Some(kind) = kind {
                 if !crate::events::KINDS.contains(&kind.as_str()) {
@@ -209,10 +221,20 @@ fn check(path: &Path) -> Result<()> {
         config.daemon.schedule.source()
     )?;
     let topics: Vec<&str> = config.topics.iter().map(|t| t.id.as_str()).collect();
-    writeln!(out, "  topics:      {}", if topics.is_empty() { "none".to_string() } else { topics.join(", ") })?;
+    writeln!(
+        out,
+        "  topics:      {}",
+        if topics.is_empty() {
+            "none".to_string()
+        } else {
+            topics.join(", ")
+        }
+    )?;
     writeln!(out, "  subscribers: {}", config.subscribers.len())?;
     let mail = match &config.mail.transport {
-        MailTransport::Smtp { host, port, tls, .. } => format!("smtp {host}:{port} ({tls:?})"),
+        MailTransport::Smtp {
+            host, port, tls, ..
+        } => format!("smtp {host}:{port} ({tls:?})"),
         MailTransport::Sendmail { command } => format!("sendmail ({})", command.display()),
         MailTransport::File { dir } => format!("files under {}", dir.display()),
     };
@@ -255,8 +277,8 @@ fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<24} {:<20} {:>6} {:>6} {:<20} {:>8}  {}",
-        "FEED", "LAST POLL", "STATUS", "ERRORS", "NEXT DUE", "ARTICLES", "LAST ERROR"
+        "{:<24} {:<20} {:>6} {:>6} {:<20} {:>8}  LAST ERROR",
+        "FEED", "LAST POLL", "STATUS", "ERRORS", "NEXT DUE", "ARTICLES"
     )?;
     for feed in &config.feeds {
         let row = health.iter().find(|h| h.feed_id == feed.id);
@@ -274,7 +296,11 @@ fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
             None => "stopped (410 Gone)".into(),
         };
         let error = row
-            .and_then(|h| h.last_error_kind.as_ref().map(|k| format!("{k}: {}", h.last_error.clone().unwrap_or_default())))
+            .and_then(|h| {
+                h.last_error_kind
+                    .as_ref()
+                    .map(|k| format!("{k}: {}", h.last_error.clone().unwrap_or_default()))
+            })
             .unwrap_or_default();
         writeln!(
             out,
@@ -294,7 +320,11 @@ fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
         .map(|h| h.feed_id.as_str())
         .collect();
     if !orphans.is_empty() {
-        writeln!(out, "\nno longer in the config (history kept): {}", orphans.join(", "))?;
+        writeln!(
+            out,
+            "\nno longer in the config (history kept): {}",
+            orphans.join(", ")
+        )?;
     }
     Ok(())
 }
@@ -304,4 +334,3 @@ fn short_time(rfc3339: &str) -> String {
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|_| rfc3339.to_string())
 }
-

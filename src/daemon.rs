@@ -46,11 +46,10 @@ impl CycleReport {
 /// Records the config as applied, unless the last applied one was the same text.
 pub fn apply_config(config: &Config, store: &EventStore) -> Result<bool> {
     let last = store.last_of_kind("ConfigApplied")?;
-    let same = last
-        .as_ref()
-        .and_then(|e| e.payload.get("hash"))
-        .and_then(|h| h.as_str())
-        == Some(config.hash.as_str());
+    let same = match last.map(|e| e.decode()).transpose()? {
+        Some(Event::ConfigApplied(applied)) => applied.hash == config.hash,
+        _ => false,
+    };
     if same {
         return Ok(false);
     }
@@ -78,7 +77,12 @@ pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport
             tracing::info!(feed = %feed.id, "skipped: the server said 410 Gone; change its url to resume");
             continue;
         }
-        let (fetcher, store, feed, limits) = (fetcher.clone(), store.clone(), feed.clone(), config.daemon.fetch.clone());
+        let (fetcher, store, feed, limits) = (
+            fetcher.clone(),
+            store.clone(),
+            feed.clone(),
+            config.daemon.fetch.clone(),
+        );
         tasks.spawn(async move { ingest::poll(&fetcher, &store, &feed, &limits).await });
     }
     let mut report = CycleReport::default();
@@ -102,26 +106,39 @@ fn is_gone(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> bool {
 /// per feed id, so a hundred feeds on "*/15 * * * *" do not all fire in the same second.
 fn spread(feed: &FeedConfig, config: &Config) -> chrono::Duration {
     let schedule = config.schedule_of(feed);
-    let minute_grained = schedule.source().split_whitespace().count() == 5 || schedule.source().starts_with('@');
+    let minute_grained =
+        schedule.source().split_whitespace().count() == 5 || schedule.source().starts_with('@');
     if !minute_grained {
         return chrono::Duration::zero();
     }
-    let hash = feed.id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let hash = feed.id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
     chrono::Duration::seconds((hash % 60) as i64)
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// When the feed should next be polled: the first schedule slot after the last poll
 /// (one slot, however many were missed while vigia was down), no sooner than the
 /// server's floor or the backoff. `None` for a feed that is gone.
-pub fn next_due(config: &Config, feed: &FeedConfig, health: Option<&FeedHealthRow>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn next_due(
+    config: &Config,
+    feed: &FeedConfig,
+    health: Option<&FeedHealthRow>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     if is_gone(feed, health) {
         return None;
     }
-    let Some(last_poll) = health.and_then(|h| h.last_poll_at.as_deref()).and_then(parse_time) else {
+    let Some(last_poll) = health
+        .and_then(|h| h.last_poll_at.as_deref())
+        .and_then(parse_time)
+    else {
         return Some(now);
     };
     let offset = spread(feed, config);
@@ -131,7 +148,10 @@ pub fn next_due(config: &Config, feed: &FeedConfig, health: Option<&FeedHealthRo
         .map(|t| t + offset)
         .unwrap_or(now);
     if let Some(h) = health {
-        if let (Some(floor), Some(success)) = (h.min_interval_s, h.last_success_at.as_deref().and_then(parse_time)) {
+        if let (Some(floor), Some(success)) = (
+            h.min_interval_s,
+            h.last_success_at.as_deref().and_then(parse_time),
+        ) {
             due = due.max(success + chrono::Duration::seconds(floor as i64));
         }
         if let Some(retry) = h.retry_not_before.as_deref().and_then(parse_time) {
@@ -146,13 +166,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -166,12 +187,17 @@ pub async fn shutdown_signal() {
 
 /// The daemon: polls feeds as they fall due until `shutdown` completes, then lets the
 /// polls in flight finish (each records its outcome in one atomic append) and returns.
-pub async fn run(config: Config, store: EventStore, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    config: Config,
+    store: EventStore,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     apply_config(&config, &store)?;
     let config = Arc::new(config);
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let mut in_flight: HashSet<String> = HashSet::new();
-    let mut tasks: JoinSet<(String, Result<PollOutcome, crate::store::StoreError>)> = JoinSet::new();
+    let mut tasks: JoinSet<(String, Result<PollOutcome, crate::store::StoreError>)> =
+        JoinSet::new();
     tokio::pin!(shutdown);
     tracing::info!(feeds = config.feeds.len(), database = %config.daemon.database.display(), "vigia running");
     loop {
@@ -183,11 +209,17 @@ pub async fn run(config: Config, store: EventStore, shutdown: impl Future<Output
                 continue;
             }
             let row = health.iter().find(|h| h.feed_id == feed.id);
-            let Some(due) = next_due(&config, feed, row, now) else { continue };
+            let Some(due) = next_due(&config, feed, row, now) else {
+                continue;
+            };
             if due <= now {
                 in_flight.insert(feed.id.clone());
-                let (fetcher, store, feed, limits) =
-                    (fetcher.clone(), store.clone(), feed.clone(), config.daemon.fetch.clone());
+                let (fetcher, store, feed, limits) = (
+                    fetcher.clone(),
+                    store.clone(),
+                    feed.clone(),
+                    config.daemon.fetch.clone(),
+                );
                 tasks.spawn(async move {
                     let outcome = ingest::poll(&fetcher, &store, &feed, &limits).await;
                     (feed.id, outcome)
@@ -215,11 +247,15 @@ pub async fn run(config: Config, store: EventStore, shutdown: impl Future<Output
             _ = tokio::time::sleep(sleep) => {}
         }
     }
-    tracing::info!(in_flight = tasks.len(), "stopping: letting polls in flight finish");
-    let drain = async {
-        while tasks.join_next().await.is_some() {}
-    };
-    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+    tracing::info!(
+        in_flight = tasks.len(),
+        "stopping: letting polls in flight finish"
+    );
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         // A poll still running has appended nothing yet (each poll appends once, at
         // its end): abandoning it loses no recorded state.
         tasks.abort_all();
@@ -227,4 +263,99 @@ pub async fn run(config: Config, store: EventStore, shutdown: impl Future<Output
     let s = store.clone();
     tokio::task::spawn_blocking(move || projections::catch_up(&s)).await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config() -> Config {
+        Config::parse(
+            Path::new("t.toml"),
+            "[daemon]\ndatabase = \"x.db\"\nschedule = \"*/15 * * * *\"\n\n[[feed]]\nid = \"a\"\nurl = \"http://127.0.0.1/a.xml\"\n",
+        )
+        .unwrap()
+    }
+
+    fn health(last_poll: &str) -> FeedHealthRow {
+        FeedHealthRow {
+            feed_id: "a".into(),
+            url: "http://127.0.0.1/a.xml".into(),
+            moved_from: None,
+            moved_to: None,
+            last_poll_at: Some(last_poll.into()),
+            last_success_at: Some(last_poll.into()),
+            last_status: Some(200),
+            last_error_kind: None,
+            last_error: None,
+            error_streak: 0,
+            retry_not_before: None,
+            etag: None,
+            last_modified: None,
+            min_interval_s: None,
+            gone: false,
+            polls: 1,
+            failures: 0,
+            articles: 0,
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_time(s).unwrap()
+    }
+
+    #[test]
+    fn a_never_polled_feed_is_due_now() {
+        let c = config();
+        let now = t("2026-11-27T10:00:00Z");
+        assert_eq!(next_due(&c, &c.feeds[0], None, now), Some(now));
+    }
+
+    #[test]
+    fn after_downtime_a_feed_is_due_once_at_the_first_missed_slot() {
+        let c = config();
+        let h = health("2026-11-27T08:01:00Z");
+        let now = t("2026-11-27T12:00:00Z");
+        let due = next_due(&c, &c.feeds[0], Some(&h), now).unwrap();
+        // One slot, in the past: polled now, and the next is computed from that poll.
+        assert!(due < now && due > t("2026-11-27T08:01:00Z"), "{due}");
+        assert!(due <= t("2026-11-27T08:16:00Z"), "{due}");
+    }
+
+    #[test]
+    fn polls_are_spread_within_the_minute_by_feed_id() {
+        let c = config();
+        let h = health("2026-11-27T10:00:30Z");
+        let due = next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T10:01:00Z")).unwrap();
+        let offset = spread(&c.feeds[0], &c).num_seconds();
+        assert!((0..60).contains(&offset));
+        assert_eq!(due.timestamp() % 60, offset);
+    }
+
+    #[test]
+    fn server_floors_and_backoff_push_the_next_poll_out() {
+        let c = config();
+        let mut h = health("2026-11-27T10:00:00Z");
+        h.min_interval_s = Some(3600);
+        let due = next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T10:01:00Z")).unwrap();
+        assert!(due >= t("2026-11-27T11:00:00Z"), "{due}");
+        h.min_interval_s = None;
+        h.retry_not_before = Some("2026-11-27T13:00:00Z".into());
+        let due = next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T10:01:00Z")).unwrap();
+        assert_eq!(due, t("2026-11-27T13:00:00Z"));
+    }
+
+    #[test]
+    fn a_gone_feed_is_not_due_until_its_url_changes() {
+        let mut c = config();
+        let mut h = health("2026-11-27T10:00:00Z");
+        h.gone = true;
+        assert_eq!(
+            next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T11:00:00Z")),
+            None
+        );
+        c.feeds[0].url = url::Url::parse("http://127.0.0.1/b.xml").unwrap();
+        assert!(next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T11:00:00Z")).is_some());
+    }
 }

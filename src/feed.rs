@@ -81,9 +81,17 @@ pub fn parse(bytes: &[u8], ctx: FeedContext<'_>) -> Result<ParsedFeed, FeedError
         // An empty id tells us the item had none, so we can choose the identity ourselves.
         .id_generator(|_, _, _| String::new())
         .build();
-    let feed = parser.parse(bytes.as_ref()).map_err(|e| describe_parse_error(e, ctx.content_type, &bytes))?;
-    let title = feed.title.as_ref().map(|t| clip(&text_of(&t.content), MAX_TITLE));
-    let outlet = ctx.outlet.map(str::to_string).or_else(|| title.clone().filter(|t| !t.is_empty()));
+    let feed = parser
+        .parse(bytes.as_ref())
+        .map_err(|e| describe_parse_error(e, ctx.content_type, &bytes))?;
+    let title = feed
+        .title
+        .as_ref()
+        .map(|t| clip(&text_of(&t.content), MAX_TITLE));
+    let outlet = ctx
+        .outlet
+        .map(str::to_string)
+        .or_else(|| title.clone().filter(|t| !t.is_empty()));
     let feed_lang = feed.language.as_deref().map(normalise_lang);
     let mut seen = HashSet::new();
     let mut articles = Vec::with_capacity(feed.entries.len());
@@ -102,10 +110,17 @@ pub fn parse(bytes: &[u8], ctx: FeedContext<'_>) -> Result<ParsedFeed, FeedError
     })
 }
 
-fn describe_parse_error(err: feed_rs::parser::ParseFeedError, content_type: Option<&str>, bytes: &[u8]) -> FeedError {
+fn describe_parse_error(
+    err: feed_rs::parser::ParseFeedError,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> FeedError {
     use feed_rs::parser::{ParseErrorKind, ParseFeedError};
     let head = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).to_ascii_lowercase();
-    let looks_feed = head.contains("<rss") || head.contains("<feed") || head.contains("<rdf:rdf") || head.trim_start().starts_with('{');
+    let looks_feed = head.contains("<rss")
+        || head.contains("<feed")
+        || head.contains("<rdf:rdf")
+        || head.trim_start().starts_with('{');
     let looks_html = content_type.is_some_and(|c| c.to_ascii_lowercase().contains("html")) || {
         let head = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).to_ascii_lowercase();
         head.contains("<!doctype html") || head.contains("<html")
@@ -114,16 +129,18 @@ fn describe_parse_error(err: feed_rs::parser::ParseFeedError, content_type: Opti
         ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) if looks_html => {
             FeedError::NotAFeed("the server sent an HTML page, not a feed".into())
         }
-        ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) if looks_feed => {
-            FeedError::Parse("the feed's root element is malformed or the document is cut short".into())
-        }
+        ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) if looks_feed => FeedError::Parse(
+            "the feed's root element is malformed or the document is cut short".into(),
+        ),
         ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) => {
             FeedError::NotAFeed("no RSS, Atom or JSON Feed root element".into())
         }
         ParseFeedError::ParseError(kind) => FeedError::Parse(kind.to_string()),
         ParseFeedError::IoError(e) => FeedError::Parse(e.to_string()),
         ParseFeedError::JsonSerde(e) => FeedError::Parse(format!("JSON Feed: {e}")),
-        ParseFeedError::JsonUnsupportedVersion(v) => FeedError::Parse(format!("unsupported JSON Feed version {v}")),
+        ParseFeedError::JsonUnsupportedVersion(v) => {
+            FeedError::Parse(format!("unsupported JSON Feed version {v}"))
+        }
         ParseFeedError::XmlReader(e) => {
             if looks_html {
                 FeedError::NotAFeed(format!("the server sent HTML, not a feed ({e})"))
@@ -137,18 +154,25 @@ fn describe_parse_error(err: feed_rs::parser::ParseFeedError, content_type: Opti
 /// Re-encodes the body as UTF-8 when the HTTP Content-Type names another charset
 /// (which, for XML, takes precedence over the document's own declaration, RFC 7303).
 /// Without one, the XML declaration decides and the parser reads it.
-fn to_utf8<'a>(bytes: &'a [u8], content_type: Option<&str>) -> Result<std::borrow::Cow<'a, [u8]>, FeedError> {
+fn to_utf8<'a>(
+    bytes: &'a [u8],
+    content_type: Option<&str>,
+) -> Result<std::borrow::Cow<'a, [u8]>, FeedError> {
     let charset = content_type.and_then(|ct| {
         ct.split(';').skip(1).find_map(|p| {
             let (k, v) = p.trim().split_once('=')?;
-            k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches('"').to_string())
+            k.trim()
+                .eq_ignore_ascii_case("charset")
+                .then(|| v.trim().trim_matches('"').to_string())
         })
     });
     let Some(label) = charset else {
         return Ok(bytes.into());
     };
     let Some(encoding) = encoding_rs::Encoding::for_label(label.as_bytes()) else {
-        return Err(FeedError::Encoding(format!("unknown charset {label:?} in Content-Type")));
+        return Err(FeedError::Encoding(format!(
+            "unknown charset {label:?} in Content-Type"
+        )));
     };
     if encoding == encoding_rs::UTF_8 {
         return Ok(bytes.into());
@@ -172,7 +196,11 @@ fn rewrite_declaration(text: &str) -> String {
                         Some(q) => {
                             let quote = after.as_bytes()[q] as char;
                             match after[q + 1..].find(quote) {
-                                Some(close) => format!("{}encoding=\"UTF-8\"{}", &decl[..at], &after[q + 1 + close + 1..]),
+                                Some(close) => format!(
+                                    "{}encoding=\"UTF-8\"{}",
+                                    &decl[..at],
+                                    &after[q + 1 + close + 1..]
+                                ),
                                 None => decl.to_string(),
                             }
                         }
@@ -187,9 +215,22 @@ fn rewrite_declaration(text: &str) -> String {
     trimmed.to_string()
 }
 
-fn normalise(entry: feed_rs::model::Entry, ctx: &FeedContext<'_>, feed_lang: Option<&str>, outlet: Option<&str>) -> Article {
-    let title = entry.title.as_ref().map(|t| clip(&text_of(&t.content), MAX_TITLE)).unwrap_or_default();
-    let summary = entry.summary.as_ref().map(|t| clip(&text_of(&t.content), MAX_SUMMARY)).unwrap_or_default();
+fn normalise(
+    entry: feed_rs::model::Entry,
+    ctx: &FeedContext<'_>,
+    feed_lang: Option<&str>,
+    outlet: Option<&str>,
+) -> Article {
+    let title = entry
+        .title
+        .as_ref()
+        .map(|t| clip(&text_of(&t.content), MAX_TITLE))
+        .unwrap_or_default();
+    let summary = entry
+        .summary
+        .as_ref()
+        .map(|t| clip(&text_of(&t.content), MAX_SUMMARY))
+        .unwrap_or_default();
     let content = entry
         .content
         .as_ref()
@@ -257,8 +298,23 @@ fn is_tracking_param(name: &str) -> bool {
     n.starts_with("utm_")
         || matches!(
             n.as_str(),
-            "fbclid" | "gclid" | "dclid" | "gclsrc" | "msclkid" | "mc_cid" | "mc_eid" | "igshid" | "_hsenc" | "_hsmi"
-                | "mkt_tok" | "yclid" | "twclid" | "ocid" | "cmpid" | "smid" | "sref"
+            "fbclid"
+                | "gclid"
+                | "dclid"
+                | "gclsrc"
+                | "msclkid"
+                | "mc_cid"
+                | "mc_eid"
+                | "igshid"
+                | "_hsenc"
+                | "_hsmi"
+                | "mkt_tok"
+                | "yclid"
+                | "twclid"
+                | "ocid"
+                | "cmpid"
+                | "smid"
+                | "sref"
         )
 }
 
@@ -392,16 +448,51 @@ mod tests {
     #[test]
     fn identity_prefers_guid_then_link_then_title_and_date() {
         let url = Url::parse("http://127.0.0.1/f.xml").unwrap();
-        let rss = |item: &str| format!("<rss version=\"2.0\"><channel><title>T</title>{item}</channel></rss>");
-        let a = parse(rss("<item><guid>g1</guid><title>A</title><link>http://x.org/1</link></item>").as_bytes(), ctx(&url)).unwrap();
-        let b = parse(rss("<item><guid>g1</guid><title>B</title><link>http://x.org/2</link></item>").as_bytes(), ctx(&url)).unwrap();
-        assert_eq!(a.articles[0].article_id, b.articles[0].article_id, "same guid, same article");
+        let rss = |item: &str| {
+            format!("<rss version=\"2.0\"><channel><title>T</title>{item}</channel></rss>")
+        };
+        let a = parse(
+            rss("<item><guid>g1</guid><title>A</title><link>http://x.org/1</link></item>")
+                .as_bytes(),
+            ctx(&url),
+        )
+        .unwrap();
+        let b = parse(
+            rss("<item><guid>g1</guid><title>B</title><link>http://x.org/2</link></item>")
+                .as_bytes(),
+            ctx(&url),
+        )
+        .unwrap();
+        assert_eq!(
+            a.articles[0].article_id, b.articles[0].article_id,
+            "same guid, same article"
+        );
         assert_ne!(a.articles[0].content_hash, b.articles[0].content_hash);
-        let c = parse(rss("<item><title>A</title><link>http://x.org/1?utm_source=a</link></item>").as_bytes(), ctx(&url)).unwrap();
-        let d = parse(rss("<item><title>A2</title><link>http://x.org/1</link></item>").as_bytes(), ctx(&url)).unwrap();
-        assert_eq!(c.articles[0].article_id, d.articles[0].article_id, "no guid: the canonical link");
-        let e = parse(rss("<item><title>Only a title</title></item><item><title>Only a title</title></item>").as_bytes(), ctx(&url)).unwrap();
-        assert_eq!((e.items, e.articles.len()), (2, 1), "true duplicates collapse");
+        let c = parse(
+            rss("<item><title>A</title><link>http://x.org/1?utm_source=a</link></item>").as_bytes(),
+            ctx(&url),
+        )
+        .unwrap();
+        let d = parse(
+            rss("<item><title>A2</title><link>http://x.org/1</link></item>").as_bytes(),
+            ctx(&url),
+        )
+        .unwrap();
+        assert_eq!(
+            c.articles[0].article_id, d.articles[0].article_id,
+            "no guid: the canonical link"
+        );
+        let e = parse(
+            rss("<item><title>Only a title</title></item><item><title>Only a title</title></item>")
+                .as_bytes(),
+            ctx(&url),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.items, e.articles.len()),
+            (2, 1),
+            "true duplicates collapse"
+        );
     }
 
     #[test]
@@ -418,7 +509,11 @@ mod tests {
     #[test]
     fn an_html_page_is_not_a_feed() {
         let url = Url::parse("http://127.0.0.1/f.xml").unwrap();
-        let err = parse(b"<!doctype html><html><body><p>Moved</p></body></html>", ctx(&url)).unwrap_err();
+        let err = parse(
+            b"<!doctype html><html><body><p>Moved</p></body></html>",
+            ctx(&url),
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), PollFailureKind::NotAFeed, "{err}");
     }
 }

@@ -102,7 +102,12 @@ impl Fetcher {
             .deflate(true)
             .pool_max_idle_per_host(limits.max_per_host)
             .build()
-            .map_err(|e| FetchError::new(PollFailureKind::Other, format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| {
+                FetchError::new(
+                    PollFailureKind::Other,
+                    format!("cannot build the HTTP client: {e}"),
+                )
+            })?;
         Ok(Fetcher {
             client,
             limits: limits.clone(),
@@ -112,7 +117,11 @@ impl Fetcher {
     }
 
     fn host_gate(&self, url: &Url) -> Arc<Semaphore> {
-        let key = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
+        let key = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
         let mut map = self.per_host.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key)
             .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_per_host)))
@@ -129,24 +138,26 @@ impl Fetcher {
         })
     }
 
-    async fn fetch_inner(&self, url: &Url, validators: &Validators, started: Instant) -> Result<Fetched, FetchError> {
+    async fn fetch_inner(
+        &self,
+        url: &Url,
+        validators: &Validators,
+        started: Instant,
+    ) -> Result<Fetched, FetchError> {
         let mut current = url.clone();
         let mut all_permanent = true;
         let origin_is_private = is_private_host(url).await;
         for _hop in 0..=self.limits.max_redirects {
             check_scheme(&current)?;
             let gate = self.host_gate(&current);
-            let _host = gate
-                .acquire()
-                .await
-                .map_err(|_| FetchError::new(PollFailureKind::Other, "the fetcher is shutting down"))?;
+            let _host = gate.acquire().await.map_err(|_| {
+                FetchError::new(PollFailureKind::Other, "the fetcher is shutting down")
+            })?;
             // Host first, then the global cap: a queue for one busy host never holds
             // global permits that other hosts could use.
-            let _global = self
-                .global
-                .acquire()
-                .await
-                .map_err(|_| FetchError::new(PollFailureKind::Other, "the fetcher is shutting down"))?;
+            let _global = self.global.acquire().await.map_err(|_| {
+                FetchError::new(PollFailureKind::Other, "the fetcher is shutting down")
+            })?;
             let mut request = self.client.get(current.clone());
             // Validators belong to the URL they came from: only send them to it.
             if current == *url {
@@ -173,7 +184,10 @@ impl Fetcher {
                         e
                     })?;
                 let next = current.join(location).map_err(|e| {
-                    FetchError::new(PollFailureKind::ForbiddenRedirect, format!("redirect to an invalid URL {location:?}: {e}"))
+                    FetchError::new(
+                        PollFailureKind::ForbiddenRedirect,
+                        format!("redirect to an invalid URL {location:?}: {e}"),
+                    )
                 })?;
                 check_scheme(&next)?;
                 if !origin_is_private && is_private_host(&next).await {
@@ -182,21 +196,31 @@ impl Fetcher {
                         format!("redirect from a public address to a private or loopback one ({next}) refused"),
                     ));
                 }
-                all_permanent &= matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT);
+                all_permanent &= matches!(
+                    status,
+                    StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
+                );
                 current = next;
                 continue;
             }
             let headers = response.headers().clone();
             let retry_after = retry_after(&headers);
             if status == StatusCode::GONE {
-                let mut e = FetchError::new(PollFailureKind::Gone, "HTTP 410 Gone: the feed was removed; polling stops");
+                let mut e = FetchError::new(
+                    PollFailureKind::Gone,
+                    "HTTP 410 Gone: the feed was removed; polling stops",
+                );
                 e.status = Some(410);
                 return Err(e);
             }
             if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
                 let mut e = FetchError::new(
                     PollFailureKind::HttpStatus,
-                    format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or("")),
+                    format!(
+                        "HTTP {} {}",
+                        status.as_u16(),
+                        status.canonical_reason().unwrap_or("")
+                    ),
                 );
                 e.status = Some(status.as_u16());
                 e.retry_after = retry_after;
@@ -239,7 +263,10 @@ impl Fetcher {
             if len > cap && !response.headers().contains_key(header::CONTENT_ENCODING) {
                 return Err(FetchError::new(
                     PollFailureKind::TooLarge,
-                    format!("body of {len} bytes is over the {} KB cap", self.limits.max_body_kb),
+                    format!(
+                        "body of {len} bytes is over the {} KB cap",
+                        self.limits.max_body_kb
+                    ),
                 ));
             }
         }
@@ -250,7 +277,10 @@ impl Fetcher {
             if body.len() as u64 + chunk.len() as u64 > cap {
                 return Err(FetchError::new(
                     PollFailureKind::TooLarge,
-                    format!("body passed the {} KB cap (after decompression); cut off", self.limits.max_body_kb),
+                    format!(
+                        "body passed the {} KB cap (after decompression); cut off",
+                        self.limits.max_body_kb
+                    ),
                 ));
             }
             body.extend_from_slice(&chunk);
@@ -308,13 +338,21 @@ fn classify_reqwest(err: reqwest::Error) -> FetchError {
     let lower = chain.to_lowercase();
     let kind = if err.is_timeout() {
         PollFailureKind::Timeout
-    } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service not known") {
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+    {
         PollFailureKind::Dns
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
         PollFailureKind::Tls
     } else if err.is_connect() {
         PollFailureKind::Connect
-    } else if err.is_decode() || lower.contains("decompress") || lower.contains("invalid gzip") || lower.contains("corrupt deflate") {
+    } else if err.is_decode()
+        || lower.contains("decompress")
+        || lower.contains("invalid gzip")
+        || lower.contains("corrupt deflate")
+    {
         PollFailureKind::Encoding
     } else if err.is_body() || err.is_request() {
         PollFailureKind::Io
@@ -405,7 +443,10 @@ mod tests {
     #[test]
     fn max_age_is_read_from_cache_control() {
         let mut h = HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, "public, max-age=600".parse().unwrap());
+        h.insert(
+            header::CACHE_CONTROL,
+            "public, max-age=600".parse().unwrap(),
+        );
         assert_eq!(cache_max_age(&h), Some(Duration::from_secs(600)));
     }
 }

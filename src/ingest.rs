@@ -12,7 +12,9 @@ use chrono::Utc;
 use url::Url;
 
 use crate::config::{FeedConfig, FetchLimits};
-use crate::events::{ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind};
+use crate::events::{
+    ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind,
+};
 use crate::feed::{self, FeedContext};
 use crate::fetch::{FetchError, Fetcher, Validators};
 use crate::projections::{Articles, FeedHealth, FeedHealthRow};
@@ -24,8 +26,15 @@ const BACKOFF_BASE: Duration = Duration::from_secs(60);
 /// What one poll did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollOutcome {
-    Polled { status: u16, new: u32, revised: u32 },
-    Failed { kind: PollFailureKind, message: String },
+    Polled {
+        status: u16,
+        new: u32,
+        revised: u32,
+    },
+    Failed {
+        kind: PollFailureKind,
+        message: String,
+    },
 }
 
 pub fn feed_stream(feed_id: &str) -> String {
@@ -111,7 +120,11 @@ pub async fn poll(
         )
     })
     .await
-    .unwrap_or_else(|join| Err(feed::FeedError::Parse(format!("the parser crashed: {join}"))));
+    .unwrap_or_else(|join| {
+        Err(feed::FeedError::Parse(format!(
+            "the parser crashed: {join}"
+        )))
+    });
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -186,10 +199,17 @@ pub async fn poll(
     polled.new_articles = new;
     polled.revised_articles = revised;
     let status = polled.status;
-    let mut batch = vec![NewEvent::new(feed_stream(&feed.id), Event::FeedPolled(polled))];
+    let mut batch = vec![NewEvent::new(
+        feed_stream(&feed.id),
+        Event::FeedPolled(polled),
+    )];
     batch.extend(article_events);
     store.append(batch)?;
-    Ok(PollOutcome::Polled { status, new, revised })
+    Ok(PollOutcome::Polled {
+        status,
+        new,
+        revised,
+    })
 }
 
 fn record_failure(

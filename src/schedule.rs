@@ -47,13 +47,12 @@ impl CronSchedule {
                 }
             }
         };
-        let schedule = cron::Schedule::from_str(&translated)
-            .map_err(|e| {
-                // The crate's message quotes our translated expression; keep only its reason.
-                let text = e.to_string();
-                let reason = text.lines().last().unwrap_or(&text).trim().to_string();
-                format!("{expression:?} is not a valid cron schedule: {reason}")
-            })?;
+        let schedule = cron::Schedule::from_str(&translated).map_err(|e| {
+            // The crate's message quotes our translated expression; keep only its reason.
+            let text = e.to_string();
+            let reason = text.lines().last().unwrap_or(&text).trim().to_string();
+            format!("{expression:?} is not a valid cron schedule: {reason}")
+        })?;
         // An expression that can never fire (say, 30 February) is a mistake, not a schedule.
         if schedule.upcoming(Utc).next().is_none() {
             return Err(format!("{expression:?} never fires"));
@@ -138,7 +137,9 @@ mod tests {
     #[test]
     fn weekdays_count_from_sunday_zero_as_in_standard_cron() {
         let monday = CronSchedule::parse("0 9 * * 1").unwrap();
-        let next = monday.next_after(Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap()).unwrap();
+        let next = monday
+            .next_after(Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap())
+            .unwrap();
         assert_eq!(next.weekday(), Weekday::Mon);
         let sunday = CronSchedule::parse("0 9 * * 0").unwrap();
         let seven = CronSchedule::parse("0 9 * * 7").unwrap();

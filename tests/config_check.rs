@@ -68,10 +68,18 @@ fn check_reports_a_syntax_error_with_its_place() {
 #[test]
 fn check_accepts_the_shipped_config() {
     let out = std::process::Command::new(crate::util::VIGIA)
-        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/vigia.toml"), "check"])
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/vigia.toml"),
+            "check",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("us-mx-security"));
 }
 
@@ -95,7 +103,10 @@ fn relative_paths_resolve_against_the_config_folder() {
 fn the_db_option_overrides_the_config() {
     let dir = Dir::new();
     dir.config(&[], "");
-    vigia_ok(&["--config", "vigia.toml", "--db", "other.db", "replay"], &dir);
+    vigia_ok(
+        &["--config", "vigia.toml", "--db", "other.db", "replay"],
+        &dir,
+    );
     assert!(dir.join("other.db").exists());
     assert!(!dir.db().exists());
 }
@@ -104,7 +115,11 @@ fn the_db_option_overrides_the_config() {
 fn a_corrupt_database_is_a_runtime_error_not_a_panic() {
     let dir = Dir::new();
     dir.config(&[], "");
-    std::fs::write(dir.db(), b"this is not sqlite at all, just text padding it out............").unwrap();
+    std::fs::write(
+        dir.db(),
+        b"this is not sqlite at all, just text padding it out............",
+    )
+    .unwrap();
     let out = vigia(&["--config", "vigia.toml", "events"], &dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -116,7 +131,10 @@ fn a_corrupt_database_is_a_runtime_error_not_a_panic() {
 fn events_refuses_an_unknown_kind_with_usage_exit() {
     let dir = Dir::new();
     dir.config(&[], "");
-    let out = vigia(&["--config", "vigia.toml", "events", "--kind", "Nope"], &dir);
+    let out = vigia(
+        &["--config", "vigia.toml", "events", "--kind", "Nope"],
+        &dir,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ArticleDiscovered"));
 }

@@ -5,7 +5,10 @@
 use std::sync::{Arc, Barrier};
 
 use rusqlite::Connection;
-use vigia::events::{ArticleBody, ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind};
+use vigia::events::{
+    ArticleBody, ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled,
+    PollFailureKind,
+};
 use vigia::projections;
 use vigia::store::{EventStore, ExpectedVersion, NewEvent, OpenOptions, StoreError};
 
@@ -77,7 +80,9 @@ fn revised(feed: &str, id: &str, revision: u32) -> Event {
 fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
     let dir = Dir::new();
     let store = EventStore::open(&dir.db()).unwrap();
-    store.append_one(NewEvent::new("feed:a", polled("a", 1))).unwrap();
+    store
+        .append_one(NewEvent::new("feed:a", polled("a", 1)))
+        .unwrap();
     drop(store);
     let conn = Connection::open(dir.db()).unwrap();
     let update = conn.execute("UPDATE events SET payload = '{}'", []);
@@ -85,7 +90,9 @@ fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
     assert!(update.is_err(), "UPDATE went through");
     assert!(delete.is_err(), "DELETE went through");
     assert!(update.unwrap_err().to_string().contains("append-only"));
-    let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 1);
 }
 
@@ -93,7 +100,9 @@ fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
 fn two_writers_with_the_same_expected_version_exactly_one_wins() {
     let dir = Dir::new();
     let first = EventStore::open(&dir.db()).unwrap();
-    first.append_one(NewEvent::new("feed:a", polled("a", 1))).unwrap();
+    first
+        .append_one(NewEvent::new("feed:a", polled("a", 1)))
+        .unwrap();
     for round in 0..10u64 {
         // Two handles: two connections and two writer threads, as two processes would have.
         let a = EventStore::open(&dir.db()).unwrap();
@@ -123,7 +132,8 @@ fn two_writers_with_the_same_expected_version_exactly_one_wins() {
 fn appending_the_same_idempotency_key_twice_gives_one_event() {
     let dir = Dir::new();
     let store = EventStore::open(&dir.db()).unwrap();
-    let event = || NewEvent::new("article:x", discovered("a", "x")).idempotent("article:x:discovered");
+    let event =
+        || NewEvent::new("article:x", discovered("a", "x")).idempotent("article:x:discovered");
     let first = store.append_one(event()).unwrap();
     let second = store.append_one(event()).unwrap();
     assert!(first.is_new());
@@ -139,13 +149,22 @@ fn appending_the_same_idempotency_key_twice_gives_one_event() {
 fn a_conflict_rolls_back_the_whole_batch() {
     let dir = Dir::new();
     let store = EventStore::open(&dir.db()).unwrap();
-    store.append_one(NewEvent::new("s", polled("a", 1))).unwrap();
+    store
+        .append_one(NewEvent::new("s", polled("a", 1)))
+        .unwrap();
     let batch = vec![
         NewEvent::new("other", polled("b", 1)),
         NewEvent::new("s", polled("a", 2)).expecting(ExpectedVersion::NoStream),
     ];
-    assert!(matches!(store.append(batch), Err(StoreError::Conflict { .. })));
-    assert_eq!(store.head().unwrap(), 1, "nothing of the failed batch is in the log");
+    assert!(matches!(
+        store.append(batch),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.head().unwrap(),
+        1,
+        "nothing of the failed batch is in the log"
+    );
 }
 
 #[test]
@@ -153,7 +172,9 @@ fn subscribers_see_the_head_move() {
     let dir = Dir::new();
     let store = EventStore::open(&dir.db()).unwrap();
     let mut rx = store.subscribe();
-    store.append_one(NewEvent::new("s", polled("a", 1))).unwrap();
+    store
+        .append_one(NewEvent::new("s", polled("a", 1)))
+        .unwrap();
     assert!(rx.has_changed().unwrap());
     assert_eq!(*rx.borrow_and_update(), 1);
     let read = store.read_from(0, 10, None).unwrap();
@@ -229,7 +250,10 @@ fn replay_equals_incremental() {
     }
     projections::catch_up(&store).unwrap();
     let incremental = projection_snapshot(&dir.db());
-    assert!(incremental.iter().all(|(_, rows)| !rows.is_empty()), "every projection has rows");
+    assert!(
+        incremental.iter().all(|(_, rows)| !rows.is_empty()),
+        "every projection has rows"
+    );
     let replayed = projections::rebuild(&store).unwrap();
     assert_eq!(replayed as usize, appended);
     let rebuilt = projection_snapshot(&dir.db());
@@ -284,7 +308,11 @@ fn sigkill_during_batched_appends_leaves_only_whole_batches() {
     let db = dir.db();
     for trial in 0..5 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "event_store::sigkill_during_batched_appends_leaves_only_whole_batches", "--nocapture"])
+            .args([
+                "--exact",
+                "event_store::sigkill_during_batched_appends_leaves_only_whole_batches",
+                "--nocapture",
+            ])
             .env(CRASH_CHILD, &db)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -301,7 +329,9 @@ fn sigkill_during_batched_appends_leaves_only_whole_batches() {
         child.wait().unwrap();
 
         let conn = Connection::open(&db).unwrap();
-        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(integrity, "ok", "trial {trial}");
         let mut stmt = conn
             .prepare("SELECT json_extract(payload, '$.feed'), COUNT(*) FROM events GROUP BY 1")
@@ -311,14 +341,22 @@ fn sigkill_during_batched_appends_leaves_only_whole_batches() {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert!(count_events(&db) > before, "trial {trial}: the child wrote nothing");
+        assert!(
+            count_events(&db) > before,
+            "trial {trial}: the child wrote nothing"
+        );
         for (name, count) in batches {
             let size: u32 = name.rsplit(':').next().unwrap().parse().unwrap();
             assert_eq!(count, size, "trial {trial}: batch {name} is partial");
         }
         // And the store still opens and appends after the crash.
         let store = EventStore::open(&db).unwrap();
-        store.append_one(NewEvent::new("after", polled(&format!("after{trial}:0:1"), 0))).unwrap();
+        store
+            .append_one(NewEvent::new(
+                "after",
+                polled(&format!("after{trial}:0:1"), 0),
+            ))
+            .unwrap();
     }
 }
 
@@ -332,10 +370,18 @@ fn count_events(db: &std::path::Path) -> u64 {
 #[test]
 fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
     let dir = Dir::new();
-    let store = EventStore::open_with(&dir.db(), OpenOptions { max_pages: Some(64) }).unwrap();
+    let store = EventStore::open_with(
+        &dir.db(),
+        OpenOptions {
+            max_pages: Some(64),
+        },
+    )
+    .unwrap();
     let mut recorded = 0;
     let err = loop {
-        let batch = (0..50).map(|i| NewEvent::new("big", polled("big", i))).collect();
+        let batch = (0..50)
+            .map(|i| NewEvent::new("big", polled("big", i)))
+            .collect();
         match store.append(batch) {
             Ok(v) => recorded += v.len(),
             Err(e) => break e,
@@ -344,17 +390,26 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
     };
     assert!(matches!(err, StoreError::DiskFull), "{err}");
     assert!(err.to_string().contains("disk is full"));
-    assert_eq!(store.head().unwrap() as usize, recorded, "the failed batch left nothing");
+    assert_eq!(
+        store.head().unwrap() as usize,
+        recorded,
+        "the failed batch left nothing"
+    );
     drop(store);
     let store = EventStore::open(&dir.db()).unwrap();
-    assert_eq!(store.read_from(0, usize::MAX, None).unwrap().len(), recorded);
+    assert_eq!(
+        store.read_from(0, usize::MAX, None).unwrap().len(),
+        recorded
+    );
 }
 
 #[test]
 fn a_corrupt_database_file_is_a_clear_error() {
     let dir = Dir::new();
     std::fs::write(dir.db(), vec![0x42u8; 8192]).unwrap();
-    let err = EventStore::open(&dir.db()).err().expect("a garbage file must not open");
+    let err = EventStore::open(&dir.db())
+        .err()
+        .expect("a garbage file must not open");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("not a vigia database"), "{err}");
 }
@@ -363,9 +418,15 @@ fn a_corrupt_database_file_is_a_clear_error() {
 fn a_database_from_a_newer_vigia_is_refused() {
     let dir = Dir::new();
     drop(EventStore::open(&dir.db()).unwrap());
-    Connection::open(dir.db()).unwrap().pragma_update(None, "user_version", 999).unwrap();
+    Connection::open(dir.db())
+        .unwrap()
+        .pragma_update(None, "user_version", 999)
+        .unwrap();
     let err = EventStore::open(&dir.db()).err().expect("must refuse");
-    assert!(matches!(err, StoreError::TooNew { found: 999, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::TooNew { found: 999, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("newer vigia"));
 }
 
@@ -376,9 +437,14 @@ fn a_database_in_a_read_only_place_is_a_clear_error() {
         .err()
         .expect("sysfs is not writable");
     assert!(
-        matches!(err, StoreError::CreateDir { .. } | StoreError::Open { .. } | StoreError::ReadOnly(_)),
+        matches!(
+            err,
+            StoreError::CreateDir { .. } | StoreError::Open { .. } | StoreError::ReadOnly(_)
+        ),
         "{err}"
     );
-    let err = EventStore::open(std::path::Path::new("/sys/vigia.db")).err().expect("sysfs is not writable");
+    let err = EventStore::open(std::path::Path::new("/sys/vigia.db"))
+        .err()
+        .expect("sysfs is not writable");
     assert!(err.to_string().contains("/sys/vigia.db"), "{err}");
 }

@@ -12,32 +12,71 @@ const RSS: &str = "application/rss+xml";
 fn unchanged_feeds_are_answered_304_and_append_no_article_events() {
     let dir = Dir::new();
     let server = FeedServer::start();
-    server.feed("a.xml", rss("A", &[("1", "First", "one"), ("2", "Second", "two")]), RSS);
+    server.feed(
+        "a.xml",
+        rss("A", &[("1", "First", "one"), ("2", "Second", "two")]),
+        RSS,
+    );
     server.feed("b.xml", rss("B", &[("1", "Other", "three")]), RSS);
-    dir.config(&[("a", server.url("a.xml")), ("b", server.url("b.xml"))], "");
+    dir.config(
+        &[("a", server.url("a.xml")), ("b", server.url("b.xml"))],
+        "",
+    );
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let first = events(&dir);
     assert_eq!(count_kind(&first, "ArticleDiscovered"), 3);
 
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let second = events(&dir);
-    assert_eq!(server.stats(|s| s.not_modified), 2, "both feeds answered 304");
+    assert_eq!(
+        server.stats(|s| s.not_modified),
+        2,
+        "both feeds answered 304"
+    );
     assert_eq!(count_kind(&second, "ArticleDiscovered"), 3);
     assert_eq!(count_kind(&second, "ArticleRevised"), 0);
     assert_eq!(count_kind(&second, "FeedPolled"), 4);
 
     // A changed title is a revision; a new item a discovery; the rest nothing.
-    server.feed("a.xml", rss("A", &[("1", "First, updated", "one"), ("2", "Second", "two"), ("3", "Third", "x")]), RSS);
+    server.feed(
+        "a.xml",
+        rss(
+            "A",
+            &[
+                ("1", "First, updated", "one"),
+                ("2", "Second", "two"),
+                ("3", "Third", "x"),
+            ],
+        ),
+        RSS,
+    );
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let third = events(&dir);
     assert_eq!(count_kind(&third, "ArticleDiscovered"), 4);
     assert_eq!(count_kind(&third, "ArticleRevised"), 1);
-    let revision = third.iter().find(|e| e["kind"] == "ArticleRevised").unwrap();
+    let revision = third
+        .iter()
+        .find(|e| e["kind"] == "ArticleRevised")
+        .unwrap();
     assert_eq!(revision["payload"]["title"], "First, updated");
     assert_eq!(revision["payload"]["revision"], 2);
 
     // The same content served again without validators (a new ETag) still appends nothing.
-    server.feed("a.xml", format!("{}\n<!-- trailing change -->", rss("A", &[("1", "First, updated", "one"), ("2", "Second", "two"), ("3", "Third", "x")])), RSS);
+    server.feed(
+        "a.xml",
+        format!(
+            "{}\n<!-- trailing change -->",
+            rss(
+                "A",
+                &[
+                    ("1", "First, updated", "one"),
+                    ("2", "Second", "two"),
+                    ("3", "Third", "x")
+                ]
+            )
+        ),
+        RSS,
+    );
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let fourth = events(&dir);
     assert_eq!(count_kind(&fourth, "ArticleDiscovered"), 4);
@@ -62,21 +101,48 @@ fn hostile_servers_fail_cleanly_and_the_healthy_feed_still_lands() {
     server.set("bomb.xml", Route::GzipBomb);
     server.set("loop.xml", Route::Redirect(302, "/loop.xml".into()));
     server.set("error.xml", Route::Status(500, vec![]));
-    server.feed("page.xml", "<!doctype html><html><body>Moved</body></html>", "text/html");
+    server.feed(
+        "page.xml",
+        "<!doctype html><html><body>Moved</body></html>",
+        "text/html",
+    );
     server.feed("garbage.xml", "<rss><channel><item><title>unclosed", RSS);
-    server.set("elsewhere.xml", Route::Redirect(302, "ftp://127.0.0.1/feed".into()));
-    let feeds = ["good", "slow", "endless", "bomb", "loop", "error", "page", "garbage", "missing", "elsewhere"];
-    let list: Vec<(&str, String)> = feeds.iter().map(|f| (*f, server.url(&format!("{f}.xml")))).collect();
+    server.set(
+        "elsewhere.xml",
+        Route::Redirect(302, "ftp://127.0.0.1/feed".into()),
+    );
+    let feeds = [
+        "good",
+        "slow",
+        "endless",
+        "bomb",
+        "loop",
+        "error",
+        "page",
+        "garbage",
+        "missing",
+        "elsewhere",
+    ];
+    let list: Vec<(&str, String)> = feeds
+        .iter()
+        .map(|f| (*f, server.url(&format!("{f}.xml"))))
+        .collect();
     dir.config(&list, "");
     // Tight limits keep the test short: a 3 s budget per request and a 512 KB body cap.
     let text = std::fs::read_to_string(dir.join("vigia.toml")).unwrap();
     dir.write(
         "vigia.toml",
-        &text.replace("[mail]", "[daemon.fetch]\ntimeout_s = 3\nmax_body_kb = 512\n\n[mail]"),
+        &text.replace(
+            "[mail]",
+            "[daemon.fetch]\ntimeout_s = 3\nmax_body_kb = 512\n\n[mail]",
+        ),
     );
     let started = std::time::Instant::now();
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
-    assert!(started.elapsed() < Duration::from_secs(30), "the cycle waited on a hostile server");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the cycle waited on a hostile server"
+    );
     let evs = events(&dir);
     assert_eq!(count_kind(&evs, "ArticleDiscovered"), 1);
     let expect = [
@@ -91,7 +157,11 @@ fn hostile_servers_fail_cleanly_and_the_healthy_feed_still_lands() {
         ("elsewhere", "forbidden_redirect"),
     ];
     for (feed, kind) in expect {
-        assert_eq!(failure_kind(&evs, feed).as_deref(), Some(kind), "feed {feed}");
+        assert_eq!(
+            failure_kind(&evs, feed).as_deref(),
+            Some(kind),
+            "feed {feed}"
+        );
     }
     let table = vigia_ok(&["--config", "vigia.toml", "feeds"], &dir);
     for feed in feeds {
@@ -104,18 +174,31 @@ fn hostile_servers_fail_cleanly_and_the_healthy_feed_still_lands() {
 fn retry_after_and_backoff_push_the_next_poll_out() {
     let dir = Dir::new();
     let server = FeedServer::start();
-    server.set("busy.xml", Route::Status(503, vec![("Retry-After".into(), "7200".into())]));
+    server.set(
+        "busy.xml",
+        Route::Status(503, vec![("Retry-After".into(), "7200".into())]),
+    );
     dir.config(&[("busy", server.url("busy.xml"))], "");
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let evs = events(&dir);
     let failed = evs.iter().find(|e| e["kind"] == "FeedPollFailed").unwrap();
-    let retry = chrono::DateTime::parse_from_rfc3339(failed["payload"]["retry_not_before"].as_str().unwrap()).unwrap();
+    let retry = chrono::DateTime::parse_from_rfc3339(
+        failed["payload"]["retry_not_before"].as_str().unwrap(),
+    )
+    .unwrap();
     let wait = retry.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    assert!(wait > chrono::Duration::minutes(115), "Retry-After 7200 s honoured: {wait}");
+    assert!(
+        wait > chrono::Duration::minutes(115),
+        "Retry-After 7200 s honoured: {wait}"
+    );
     assert_eq!(failed["payload"]["streak"], 1);
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let evs = events(&dir);
-    let last = evs.iter().rev().find(|e| e["kind"] == "FeedPollFailed").unwrap();
+    let last = evs
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "FeedPollFailed")
+        .unwrap();
     assert_eq!(last["payload"]["streak"], 2, "the error streak grows");
 }
 
@@ -126,7 +209,13 @@ fn a_permanent_redirect_moves_the_feed_and_410_stops_it() {
     server.set("old.xml", Route::Redirect(301, "/new.xml".into()));
     server.feed("new.xml", rss("N", &[("1", "Moved story", "x")]), RSS);
     server.set("gone.xml", Route::Status(410, vec![]));
-    dir.config(&[("moving", server.url("old.xml")), ("gone", server.url("gone.xml"))], "");
+    dir.config(
+        &[
+            ("moving", server.url("old.xml")),
+            ("gone", server.url("gone.xml")),
+        ],
+        "",
+    );
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let evs = events(&dir);
     let polled = evs.iter().find(|e| e["kind"] == "FeedPolled").unwrap();
@@ -135,9 +224,20 @@ fn a_permanent_redirect_moves_the_feed_and_410_stops_it() {
 
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let health = vigia_ok(&["--config", "vigia.toml", "feeds"], &dir);
-    assert_eq!(server.stats(|s| s.by_path.get("/old.xml").copied()), Some(1), "the moved feed is polled at its new URL:\n{health}");
-    assert_eq!(server.stats(|s| s.by_path.get("/new.xml").copied()), Some(2));
-    assert_eq!(server.stats(|s| s.by_path.get("/gone.xml").copied()), Some(1), "a gone feed is not polled again");
+    assert_eq!(
+        server.stats(|s| s.by_path.get("/old.xml").copied()),
+        Some(1),
+        "the moved feed is polled at its new URL:\n{health}"
+    );
+    assert_eq!(
+        server.stats(|s| s.by_path.get("/new.xml").copied()),
+        Some(2)
+    );
+    assert_eq!(
+        server.stats(|s| s.by_path.get("/gone.xml").copied()),
+        Some(1),
+        "a gone feed is not polled again"
+    );
     let table = vigia_ok(&["--config", "vigia.toml", "feeds"], &dir);
     assert!(table.contains("410 Gone"), "{table}");
 }
@@ -146,13 +246,28 @@ fn a_permanent_redirect_moves_the_feed_and_410_stops_it() {
 fn the_charset_in_content_type_is_respected() {
     let dir = Dir::new();
     let server = FeedServer::start();
-    let doc = rss("Noticias", &[("1", "Intervención y soberanía", "México rechazó la operación")]).replace("encoding=\"UTF-8\"", "");
+    let doc = rss(
+        "Noticias",
+        &[(
+            "1",
+            "Intervención y soberanía",
+            "México rechazó la operación",
+        )],
+    )
+    .replace("encoding=\"UTF-8\"", "");
     let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode(&doc);
-    server.feed("latin1.xml", latin1.into_owned(), "application/rss+xml; charset=ISO-8859-1");
+    server.feed(
+        "latin1.xml",
+        latin1.into_owned(),
+        "application/rss+xml; charset=ISO-8859-1",
+    );
     dir.config(&[("latin1", server.url("latin1.xml"))], "");
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let evs = events(&dir);
-    let article = evs.iter().find(|e| e["kind"] == "ArticleDiscovered").expect("decoded");
+    let article = evs
+        .iter()
+        .find(|e| e["kind"] == "ArticleDiscovered")
+        .expect("decoded");
     assert_eq!(article["payload"]["title"], "Intervención y soberanía");
     assert_eq!(article["payload"]["summary"], "México rechazó la operación");
 }
@@ -179,7 +294,10 @@ fn many_feeds_on_one_host_never_exceed_the_per_host_cap() {
     let list: Vec<(&str, String)> = feeds.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
     dir.config(&list, "");
     let text = std::fs::read_to_string(dir.join("vigia.toml")).unwrap();
-    dir.write("vigia.toml", &text.replace("[mail]", "[daemon.fetch]\nmax_per_host = 3\n\n[mail]"));
+    dir.write(
+        "vigia.toml",
+        &text.replace("[mail]", "[daemon.fetch]\nmax_per_host = 3\n\n[mail]"),
+    );
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let (requests, peak) = server.stats(|s| (s.requests, s.max_in_flight));
     assert_eq!(requests, 1000);
@@ -196,16 +314,31 @@ fn the_user_agent_names_vigia_and_its_version() {
     dir.config(&[("a", server.url("a.xml"))], "");
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let agents = server.stats(|s| s.user_agents.clone());
-    assert!(agents.iter().all(|a| a.starts_with(&format!("vigia/{}", env!("CARGO_PKG_VERSION")))), "{agents:?}");
+    assert!(
+        agents
+            .iter()
+            .all(|a| a.starts_with(&format!("vigia/{}", env!("CARGO_PKG_VERSION")))),
+        "{agents:?}"
+    );
 }
 
 #[test]
 fn an_unreachable_feed_fails_with_connect_and_does_not_stop_the_cycle() {
     let dir = Dir::new();
     // A port that nothing listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    dir.config(&[("closed", format!("http://127.0.0.1:{port}/feed.xml"))], "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    dir.config(
+        &[("closed", format!("http://127.0.0.1:{port}/feed.xml"))],
+        "",
+    );
     let out = vigia(&["--config", "vigia.toml", "run", "--once"], &dir);
     assert!(out.status.success());
-    assert_eq!(failure_kind(&events(&dir), "closed").as_deref(), Some("connect"));
+    assert_eq!(
+        failure_kind(&events(&dir), "closed").as_deref(),
+        Some("connect")
+    );
 }

@@ -18,8 +18,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::schedule::CronSchedule;
-pub use source::{line_col, Diagnostic};
 use source::Diagnostics;
+pub use source::{line_col, Diagnostic};
 
 /// The default path of the config file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/vigia.toml";
@@ -145,9 +145,14 @@ impl Secret {
     pub fn read(&self) -> std::io::Result<String> {
         match self {
             Secret::Env(name) => std::env::var(name).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, format!("environment variable {name} is not set"))
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("environment variable {name} is not set"),
+                )
             }),
-            Secret::File(path) => std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_string()),
+            Secret::File(path) => {
+                std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            }
         }
     }
 }
@@ -168,7 +173,7 @@ pub struct WebConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DigestMode {
     OnChange,
-    Every(CronSchedule),
+    Every(Box<CronSchedule>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -292,7 +297,10 @@ impl Config {
         let mut diags = Diagnostics::new(path.display().to_string(), text);
         let (root, errors) = DeTable::parse_recoverable(text);
         for e in errors {
-            diags.at(e.span().unwrap_or(0..0), format!("TOML syntax: {}", e.message().trim()));
+            diags.at(
+                e.span().unwrap_or(0..0),
+                format!("TOML syntax: {}", e.message().trim()),
+            );
         }
         if !diags.list.is_empty() {
             return Err(ConfigError::Invalid(diags.list));
@@ -366,7 +374,13 @@ fn table_section<'i>(
             Some(Spanned::new(span, DeValue::Table(table)))
         }
         other => {
-            diags.at(span, format!("`{name}` must be a table ([{name}]), not a {}", other.type_str()));
+            diags.at(
+                span,
+                format!(
+                    "`{name}` must be a table ([{name}]), not a {}",
+                    other.type_str()
+                ),
+            );
             None
         }
     }
@@ -384,7 +398,10 @@ fn read_array<'i>(
     };
     let span = value.span();
     let DeValue::Array(items) = value.into_inner() else {
-        diags.at(span, format!("`{name}` must be an array of tables ([[{name}]])"));
+        diags.at(
+            span,
+            format!("`{name}` must be an array of tables ([[{name}]])"),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -395,7 +412,10 @@ fn read_array<'i>(
                 diags.unknown_keys(&mut table, allowed, &format!("[[{name}]]"));
                 out.push(Spanned::new(span, DeValue::Table(table)));
             }
-            other => diags.at(span, format!("each `{name}` must be a table, not a {}", other.type_str())),
+            other => diags.at(
+                span,
+                format!("each `{name}` must be a table, not a {}", other.type_str()),
+            ),
         }
     }
     out
@@ -411,7 +431,10 @@ fn check_unique<'a>(
         if id.get_ref().trim().is_empty() {
             diags.at(id.span(), format!("a {what} id must not be empty"));
         } else if !seen.insert(id.get_ref().clone()) {
-            diags.at(id.span(), format!("duplicate {what} id `{}`; ids must be unique", id.get_ref()));
+            diags.at(
+                id.span(),
+                format!("duplicate {what} id `{}`; ids must be unique", id.get_ref()),
+            );
         }
     }
     seen
@@ -436,7 +459,11 @@ fn read_schedule(diags: &mut Diagnostics<'_>, value: &Spanned<String>) -> Option
     }
 }
 
-fn read_daemon(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>, base: &Path) -> Option<DaemonConfig> {
+fn read_daemon(
+    diags: &mut Diagnostics<'_>,
+    value: Option<Spanned<DeValue<'_>>>,
+    base: &Path,
+) -> Option<DaemonConfig> {
     let section = table_section(diags, value, "daemon", DAEMON_KEYS);
     let span = section.as_ref().map(|v| v.span()).unwrap_or(0..0);
     let raw: RawDaemon = match section {
@@ -451,7 +478,13 @@ fn read_daemon(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>,
         Some(l) => match l.get_ref().parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                diags.at(l.span(), format!("listen: expected an address and port such as 127.0.0.1:9187, got {:?}", l.get_ref()));
+                diags.at(
+                    l.span(),
+                    format!(
+                        "listen: expected an address and port such as 127.0.0.1:9187, got {:?}",
+                        l.get_ref()
+                    ),
+                );
                 None
             }
         },
@@ -459,7 +492,10 @@ fn read_daemon(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>,
     };
     let f = &raw.fetch;
     if f.max_concurrent == 0 || f.max_per_host == 0 || f.timeout_s == 0 || f.max_body_kb == 0 {
-        diags.at(span, "[daemon.fetch]: concurrency caps, timeout and body size must be greater than 0");
+        diags.at(
+            span,
+            "[daemon.fetch]: concurrency caps, timeout and body size must be greater than 0",
+        );
     }
     let database = raw
         .database
@@ -487,16 +523,28 @@ fn read_feeds(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>) 
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !id_ok {
-            diags.at(raw.id.span(), format!("feed id `{}`: use letters, digits, '-', '_' or '.' only", raw.id.get_ref()));
+            diags.at(
+                raw.id.span(),
+                format!(
+                    "feed id `{}`: use letters, digits, '-', '_' or '.' only",
+                    raw.id.get_ref()
+                ),
+            );
         }
         let url = match url::Url::parse(raw.url.get_ref()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             Ok(u) => {
-                diags.at(raw.url.span(), format!("feed url must be http or https, not {:?}", u.scheme()));
+                diags.at(
+                    raw.url.span(),
+                    format!("feed url must be http or https, not {:?}", u.scheme()),
+                );
                 None
             }
             Err(e) => {
-                diags.at(raw.url.span(), format!("feed url {:?} is not a valid URL: {e}", raw.url.get_ref()));
+                diags.at(
+                    raw.url.span(),
+                    format!("feed url {:?} is not a valid URL: {e}", raw.url.get_ref()),
+                );
                 None
             }
         };
@@ -528,7 +576,10 @@ fn read_secret(
 ) -> Option<Secret> {
     if let Some(name) = env {
         if std::env::var_os(name.get_ref()).is_none() {
-            diags.at(name.span(), format!("{what}: environment variable {} is not set", name.get_ref()));
+            diags.at(
+                name.span(),
+                format!("{what}: environment variable {} is not set", name.get_ref()),
+            );
             return None;
         }
         return Some(Secret::Env(name.into_inner()));
@@ -536,7 +587,10 @@ fn read_secret(
     if let Some(path) = file {
         let full = resolve(base, path.get_ref());
         if !full.is_file() {
-            diags.at(path.span(), format!("{what}: file {} does not exist", full.display()));
+            diags.at(
+                path.span(),
+                format!("{what}: file {} does not exist", full.display()),
+            );
             return None;
         }
         return Some(Secret::File(full));
@@ -544,7 +598,11 @@ fn read_secret(
     None
 }
 
-fn read_mail(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>, base: &Path) -> Option<MailConfig> {
+fn read_mail(
+    diags: &mut Diagnostics<'_>,
+    value: Option<Spanned<DeValue<'_>>>,
+    base: &Path,
+) -> Option<MailConfig> {
     let Some(value) = table_section(diags, value, "mail", MAIL_KEYS) else {
         // No [mail]: digests are written as files beside the database, so a trial run works.
         return Some(MailConfig {
@@ -559,15 +617,31 @@ fn read_mail(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>, b
     let from = match raw.from {
         Some(f) if valid_mailbox(f.get_ref()) => f.into_inner(),
         Some(f) => {
-            diags.at(f.span(), format!("mail.from {:?} is not an address such as \"vigia <vigia@example.org>\"", f.get_ref()));
+            diags.at(
+                f.span(),
+                format!(
+                    "mail.from {:?} is not an address such as \"vigia <vigia@example.org>\"",
+                    f.get_ref()
+                ),
+            );
             return None;
         }
         None => "vigia <vigia@localhost>".into(),
     };
-    let kind = raw.transport.as_ref().map(|t| t.get_ref().as_str()).unwrap_or("file");
+    let kind = raw
+        .transport
+        .as_ref()
+        .map(|t| t.get_ref().as_str())
+        .unwrap_or("file");
     let transport = match kind {
         "smtp" => {
-            let password = read_secret(diags, raw.password_env, raw.password_file, base, "mail password");
+            let password = read_secret(
+                diags,
+                raw.password_env,
+                raw.password_file,
+                base,
+                "mail password",
+            );
             let Some(host) = raw.host else {
                 diags.at(span, "mail: transport \"smtp\" needs a host");
                 return None;
@@ -596,7 +670,10 @@ fn read_mail(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>, b
         },
         other => {
             let at = raw.transport.as_ref().map(|t| t.span()).unwrap_or(span);
-            diags.at(at, format!("mail.transport must be smtp, sendmail or file, not {other:?}"));
+            diags.at(
+                at,
+                format!("mail.transport must be smtp, sendmail or file, not {other:?}"),
+            );
             return None;
         }
     };
@@ -610,12 +687,24 @@ fn read_web(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>) ->
     let public_url = match url::Url::parse(raw.public_url.get_ref()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
         _ => {
-            diags.at(raw.public_url.span(), format!("web.public_url {:?} must be an http(s) URL", raw.public_url.get_ref()));
+            diags.at(
+                raw.public_url.span(),
+                format!(
+                    "web.public_url {:?} must be an http(s) URL",
+                    raw.public_url.get_ref()
+                ),
+            );
             None
         }
     };
     let had_secret = raw.secret_env.is_some() || raw.secret_file.is_some();
-    let secret = read_secret(diags, raw.secret_env, raw.secret_file, Path::new(""), "web secret");
+    let secret = read_secret(
+        diags,
+        raw.secret_env,
+        raw.secret_file,
+        Path::new(""),
+        "web secret",
+    );
     if !had_secret {
         diags.at(span, "[web] needs secret_env or secret_file: the key that signs confirm and unsubscribe links");
     }
@@ -641,10 +730,16 @@ fn read_subscribers(
         let mut ok = true;
         let email = raw.email.get_ref().trim().to_string();
         if !valid_address(&email) {
-            diags.at(raw.email.span(), format!("{email:?} is not an email address"));
+            diags.at(
+                raw.email.span(),
+                format!("{email:?} is not an email address"),
+            );
             ok = false;
         } else if !seen.insert(email.to_lowercase()) {
-            diags.at(raw.email.span(), format!("subscriber {email} is listed twice"));
+            diags.at(
+                raw.email.span(),
+                format!("subscriber {email} is listed twice"),
+            );
             ok = false;
         }
         if raw.topics.get_ref().is_empty() {
@@ -660,7 +755,11 @@ fn read_subscribers(
                     format!(
                         "unknown topic `{}`; the config defines: {}",
                         topic.get_ref(),
-                        known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        known
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 ok = false;
@@ -670,9 +769,12 @@ fn read_subscribers(
             None => Some(DigestMode::OnChange),
             Some(d) if d.get_ref() == "on-change" => Some(DigestMode::OnChange),
             Some(d) => match CronSchedule::parse(d.get_ref()) {
-                Ok(s) => Some(DigestMode::Every(s)),
+                Ok(s) => Some(DigestMode::Every(Box::new(s))),
                 Err(e) => {
-                    diags.at(d.span(), format!("digest must be \"on-change\" or a cron schedule: {e}"));
+                    diags.at(
+                        d.span(),
+                        format!("digest must be \"on-change\" or a cron schedule: {e}"),
+                    );
                     None
                 }
             },
@@ -681,7 +783,12 @@ fn read_subscribers(
             out.push(SubscriberConfig {
                 email,
                 name: raw.name,
-                topics: raw.topics.into_inner().into_iter().map(Spanned::into_inner).collect(),
+                topics: raw
+                    .topics
+                    .into_inner()
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
                 digest,
             });
         }
@@ -702,18 +809,21 @@ pub fn valid_address(address: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains("..")
-        && address
+        && address.chars().all(|c| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')')
+        })
+        && domain
             .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')'))
-        && domain.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'))
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'))
 }
 
 /// "Name <address>" or a bare address.
 fn valid_mailbox(mailbox: &str) -> bool {
     match (mailbox.find('<'), mailbox.rfind('>')) {
         (Some(open), Some(close)) if close == mailbox.len() - 1 && open < close => {
-            valid_address(&mailbox[open + 1..close])
-                && !mailbox[..open].contains(['\r', '\n'])
+            valid_address(&mailbox[open + 1..close]) && !mailbox[..open].contains(['\r', '\n'])
         }
         (None, None) => valid_address(mailbox.trim()),
         _ => false,

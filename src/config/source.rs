@@ -20,7 +20,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -51,7 +55,11 @@ impl<'a> Diagnostics<'a> {
     }
 
     /// Deserializes a section; a type error becomes a diagnostic and `None`.
-    pub fn section<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, what: &str) -> Option<T> {
+    pub fn section<T: DeserializeOwned>(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        what: &str,
+    ) -> Option<T> {
         let span = value.span();
         match T::deserialize(toml::de::ValueDeserializer::from(value)) {
             Ok(t) => Some(t),

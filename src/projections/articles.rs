@@ -23,7 +23,12 @@ impl Projection for Articles {
         matches!(kind, "ArticleDiscovered" | "ArticleRevised")
     }
 
-    fn apply(&self, tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> rusqlite::Result<()> {
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> rusqlite::Result<()> {
         match event {
             Event::ArticleDiscovered(a) => {
                 tx.prepare_cached(
@@ -84,7 +89,10 @@ pub struct ArticleRow {
 
 impl Articles {
     /// The stored hash and revision of an article, if it has been seen.
-    pub fn fingerprint(conn: &Connection, article_id: &str) -> rusqlite::Result<Option<(String, u32)>> {
+    pub fn fingerprint(
+        conn: &Connection,
+        article_id: &str,
+    ) -> rusqlite::Result<Option<(String, u32)>> {
         conn.prepare_cached("SELECT content_hash, revision FROM articles WHERE article_id = ?1")?
             .query_row([article_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()

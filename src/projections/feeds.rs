@@ -23,7 +23,12 @@ impl Projection for FeedHealth {
         matches!(kind, "FeedPolled" | "FeedPollFailed" | "ArticleDiscovered")
     }
 
-    fn apply(&self, tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> rusqlite::Result<()> {
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> rusqlite::Result<()> {
         match event {
             Event::FeedPolled(p) => {
                 // A 304 carries no new validators: keep the ones from the last 200.
@@ -80,8 +85,10 @@ impl Projection for FeedHealth {
                 ])?;
             }
             Event::ArticleDiscovered(a) => {
-                tx.prepare_cached("UPDATE feed_health SET articles = articles + 1 WHERE feed_id = ?1")?
-                    .execute([&a.feed])?;
+                tx.prepare_cached(
+                    "UPDATE feed_health SET articles = articles + 1 WHERE feed_id = ?1",
+                )?
+                .execute([&a.feed])?;
             }
             _ => {}
         }

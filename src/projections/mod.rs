@@ -27,7 +27,12 @@ pub trait Projection: Send + Sync {
     fn tables(&self) -> &'static [&'static str];
     /// Whether it reads events of this kind (others are skipped without decoding).
     fn handles(&self, kind: &str) -> bool;
-    fn apply(&self, tx: &Transaction<'_>, stored: &StoredEvent, event: &Event) -> rusqlite::Result<()>;
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> rusqlite::Result<()>;
 }
 
 /// Every projection vigia keeps, in the order they are applied.
@@ -77,7 +82,10 @@ fn checkpoint(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<u64> {
 
 /// Applies up to `CHUNK` events to every projection that has not seen them, within the
 /// caller's transaction, and moves the checkpoints. Returns the number of events read.
-fn apply_chunk(tx: &Transaction<'_>, projections: &[Box<dyn Projection>]) -> Result<u64, StoreError> {
+fn apply_chunk(
+    tx: &Transaction<'_>,
+    projections: &[Box<dyn Projection>],
+) -> Result<u64, StoreError> {
     let checkpoints = projections
         .iter()
         .map(|p| checkpoint(tx, p.name()))

@@ -15,11 +15,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::events::{DecodeError, Event};
-
 
 /// The schema, one step per file in `migrations/`; shipped steps are never edited.
 const MIGRATIONS: &[M<'static>] = &[
@@ -48,7 +47,9 @@ pub enum StoreError {
         found: i64,
         known: usize,
     },
-    #[error("version conflict on stream {stream:?}: expected {expected}, the stream is at {actual}")]
+    #[error(
+        "version conflict on stream {stream:?}: expected {expected}, the stream is at {actual}"
+    )]
     Conflict {
         stream: String,
         expected: String,
@@ -94,10 +95,12 @@ impl StoreError {
         match err.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => StoreError::DiskFull,
             Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(err.to_string()),
-            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-                path: path.to_path_buf(),
-                reason: err.to_string(),
-            },
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: err.to_string(),
+                }
+            }
             Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => StoreError::Open {
                 path: path.to_path_buf(),
                 reason: err.to_string(),
@@ -159,7 +162,7 @@ impl NewEvent {
 }
 
 /// An event as the log holds it. The payload stays raw JSON until someone decodes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StoredEvent {
     pub seq: u64,
     pub stream: String,
@@ -169,12 +172,12 @@ pub struct StoredEvent {
     pub recorded_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    pub payload: Value,
+    pub payload: Box<RawValue>,
 }
 
 impl StoredEvent {
     pub fn decode(&self) -> Result<Event, StoreError> {
-        Event::decode(&self.kind, self.schema_version, self.payload.clone()).map_err(|source| {
+        Event::decode(&self.kind, self.schema_version, self.payload.get()).map_err(|source| {
             StoreError::Decode {
                 seq: self.seq,
                 source,
@@ -190,8 +193,12 @@ impl StoredEvent {
             version: row.get(2)?,
             kind: row.get(3)?,
             schema_version: row.get(4)?,
-            payload: serde_json::from_str(&payload).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+            payload: RawValue::from_string(payload).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
             })?,
             recorded_at: row.get(6)?,
             idempotency_key: row.get(7)?,
@@ -200,7 +207,7 @@ impl StoredEvent {
 }
 
 /// What happened to one appended event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Appended {
     /// Written now.
     New(StoredEvent),
@@ -303,13 +310,25 @@ impl EventStore {
     }
 
     /// Reads with the store's reader connection.
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.inner.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self
+            .inner
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&conn).map_err(|e| StoreError::from_sqlite(e, &self.inner.path))
     }
 
     /// Events after `after_seq` in log order, at most `limit`, optionally of one kind.
-    pub fn read_from(&self, after_seq: u64, limit: usize, kind: Option<&str>) -> Result<Vec<StoredEvent>, StoreError> {
+    pub fn read_from(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        kind: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(|conn| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             match kind {
@@ -317,13 +336,18 @@ impl EventStore {
                     let mut stmt = conn.prepare_cached(&format!(
                         "{SELECT_EVENT} WHERE seq > ?1 AND kind = ?2 ORDER BY seq LIMIT ?3"
                     ))?;
-                    let rows = stmt.query_map(rusqlite::params![after_seq, kind, limit], StoredEvent::from_row)?;
+                    let rows = stmt.query_map(
+                        rusqlite::params![after_seq, kind, limit],
+                        StoredEvent::from_row,
+                    )?;
                     rows.collect()
                 }
                 None => {
-                    let mut stmt =
-                        conn.prepare_cached(&format!("{SELECT_EVENT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
-                    let rows = stmt.query_map(rusqlite::params![after_seq, limit], StoredEvent::from_row)?;
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "{SELECT_EVENT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                    ))?;
+                    let rows =
+                        stmt.query_map(rusqlite::params![after_seq, limit], StoredEvent::from_row)?;
                     rows.collect()
                 }
             }
@@ -333,7 +357,9 @@ impl EventStore {
     /// Every event of one stream, in version order.
     pub fn read_stream(&self, stream: &str) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!("{SELECT_EVENT} WHERE stream = ?1 ORDER BY version"))?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "{SELECT_EVENT} WHERE stream = ?1 ORDER BY version"
+            ))?;
             let rows = stmt.query_map([stream], StoredEvent::from_row)?;
             rows.collect()
         })
@@ -368,7 +394,9 @@ fn head_seq(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 fn connect(path: &Path, options: &OpenOptions) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
         path: path.to_path_buf(),
         reason: e.to_string(),

@@ -6,14 +6,16 @@
 //! sees two writers of ours competing for its lock, and a crash loses whole
 //! transactions only, never part of one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
 
-use super::{now_rfc3339, Appended, ExpectedVersion, NewEvent, StoreError, StoredEvent, SELECT_EVENT};
+use super::{
+    now_rfc3339, Appended, ExpectedVersion, NewEvent, StoreError, StoredEvent, SELECT_EVENT,
+};
 
 /// Most append requests grouped into one transaction; bounds the latency of the first.
 const MAX_GROUP: usize = 512;
@@ -80,7 +82,12 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, path: PathBuf, head: watch::Sender<u64>, requests: mpsc::Receiver<Request>) {
+fn run(
+    mut conn: Connection,
+    path: PathBuf,
+    head: watch::Sender<u64>,
+    requests: mpsc::Receiver<Request>,
+) {
     while let Ok(first) = requests.recv() {
         let mut appends = Vec::new();
         let mut pending = Some(first);
@@ -103,7 +110,12 @@ fn run(mut conn: Connection, path: PathBuf, head: watch::Sender<u64>, requests: 
 
 type Reply = mpsc::Sender<Result<Vec<Appended>, StoreError>>;
 
-fn write_group(conn: &mut Connection, path: &PathBuf, head: &watch::Sender<u64>, group: Vec<(Vec<NewEvent>, Reply)>) {
+fn write_group(
+    conn: &mut Connection,
+    path: &Path,
+    head: &watch::Sender<u64>,
+    group: Vec<(Vec<NewEvent>, Reply)>,
+) {
     if group.is_empty() {
         return;
     }
@@ -113,14 +125,20 @@ fn write_group(conn: &mut Connection, path: &PathBuf, head: &watch::Sender<u64>,
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| StoreError::from_sqlite(e, path))?;
         for (events, _) in &group {
-            let mut savepoint = tx.savepoint().map_err(|e| StoreError::from_sqlite(e, path))?;
+            let mut savepoint = tx
+                .savepoint()
+                .map_err(|e| StoreError::from_sqlite(e, path))?;
             match append_all(&savepoint, events, path) {
                 Ok(appended) => {
-                    savepoint.commit().map_err(|e| StoreError::from_sqlite(e, path))?;
+                    savepoint
+                        .commit()
+                        .map_err(|e| StoreError::from_sqlite(e, path))?;
                     results.push(Ok(appended));
                 }
                 Err(err) => {
-                    savepoint.rollback().map_err(|e| StoreError::from_sqlite(e, path))?;
+                    savepoint
+                        .rollback()
+                        .map_err(|e| StoreError::from_sqlite(e, path))?;
                     drop(savepoint);
                     results.push(Err(err));
                 }
@@ -152,7 +170,7 @@ fn write_group(conn: &mut Connection, path: &PathBuf, head: &watch::Sender<u64>,
     }
 }
 
-fn run_job(conn: &mut Connection, path: &PathBuf, job: WriteJob) {
+fn run_job(conn: &mut Connection, path: &Path, job: WriteJob) {
     match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => {
             let done = job(&tx);
@@ -170,7 +188,11 @@ fn run_job(conn: &mut Connection, path: &PathBuf, job: WriteJob) {
     }
 }
 
-fn append_all(tx: &Connection, events: &[NewEvent], path: &PathBuf) -> Result<Vec<Appended>, StoreError> {
+fn append_all(
+    tx: &Connection,
+    events: &[NewEvent],
+    path: &Path,
+) -> Result<Vec<Appended>, StoreError> {
     let recorded_at = now_rfc3339();
     let mut out = Vec::with_capacity(events.len());
     for new in events {
@@ -200,8 +222,7 @@ fn append_all(tx: &Connection, events: &[NewEvent], path: &PathBuf) -> Result<Ve
                 actual: current,
             });
         }
-        let payload = new.event.payload_json()?;
-        let payload_text = serde_json::to_string(&payload)?;
+        let payload_text = new.event.payload_text()?;
         let version = current + 1;
         let seq: u64 = tx
             .prepare_cached(
@@ -215,7 +236,7 @@ fn append_all(tx: &Connection, events: &[NewEvent], path: &PathBuf) -> Result<Ve
                         version,
                         new.event.kind(),
                         new.event.schema_version(),
-                        payload_text,
+                        &payload_text,
                         recorded_at,
                         new.idempotency_key
                     ],
@@ -231,7 +252,7 @@ fn append_all(tx: &Connection, events: &[NewEvent], path: &PathBuf) -> Result<Ve
             schema_version: new.event.schema_version(),
             recorded_at: recorded_at.clone(),
             idempotency_key: new.idempotency_key.clone(),
-            payload,
+            payload: serde_json::value::RawValue::from_string(payload_text)?,
         }));
     }
     Ok(out)

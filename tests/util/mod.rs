@@ -1,7 +1,7 @@
 //! Test helpers: a temporary folder per test, config writing, runs of the real
 //! binary with everything printed on failure, and a loopback feed server.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod server;
 
@@ -20,7 +20,10 @@ pub struct Dir {
 impl Dir {
     pub fn new() -> Dir {
         Dir {
-            tmp: tempfile::Builder::new().prefix("vigia-test-").tempdir().expect("a temp dir"),
+            tmp: tempfile::Builder::new()
+                .prefix("vigia-test-")
+                .tempdir()
+                .expect("a temp dir"),
         }
     }
 
@@ -43,8 +46,8 @@ impl Dir {
 
     /// A config with these feeds, file mail, and the shipped topics.
     pub fn config(&self, feeds: &[(&str, String)], extra: &str) -> PathBuf {
-        let mut text = format!(
-            "[daemon]\ndatabase = \"vigia.db\"\nschedule = \"*/15 * * * *\"\n\n[mail]\ntransport = \"file\"\ndir = \"outbox\"\nfrom = \"vigia <vigia@example.org>\"\n\n"
+        let mut text = String::from(
+            "[daemon]\ndatabase = \"vigia.db\"\nschedule = \"*/15 * * * *\"\n\n[mail]\ntransport = \"file\"\ndir = \"outbox\"\nfrom = \"vigia <vigia@example.org>\"\n\n",
         );
         for (id, url) in feeds {
             text.push_str(&format!("[[feed]]\nid = \"{id}\"\nurl = \"{url}\"\n\n"));
@@ -81,7 +84,11 @@ pub fn vigia_ok(args: &[&str], dir: &Dir) -> String {
 
 pub fn explain(args: &[&str], dir: &Dir, out: &Output) -> String {
     let listing: Vec<String> = std::fs::read_dir(dir.path())
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     format!(
         "vigia {:?}\nin {} (holds {:?})\nstatus: {}\n--- stdout\n{}\n--- stderr\n{}",

@@ -13,7 +13,10 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub enum Route {
     /// 200 with ETag; 304 when If-None-Match matches; gzip when asked.
-    Feed { body: Vec<u8>, content_type: String },
+    Feed {
+        body: Vec<u8>,
+        content_type: String,
+    },
     /// A plain status with optional headers and no body.
     Status(u16, Vec<(String, String)>),
     Redirect(u16, String),
@@ -120,7 +123,11 @@ fn handle(
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let mut headers = HashMap::new();
     loop {
         let mut line = String::new();
@@ -164,7 +171,9 @@ fn respond(
     finishing: &mut dyn FnMut(),
 ) -> std::io::Result<()> {
     let Some(route) = route else {
-        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return stream.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     };
     match route {
         Route::Delayed(wait, inner) => {
@@ -250,7 +259,8 @@ fn gzip_bomb() -> Vec<u8> {
     static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     BOMB.get_or_init(|| {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(b"<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>").unwrap();
+        enc.write_all(b"<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>")
+            .unwrap();
         let block = vec![b' '; 1 << 20];
         for _ in 0..200 {
             enc.write_all(&block).unwrap();
@@ -261,9 +271,9 @@ fn gzip_bomb() -> Vec<u8> {
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Reads a whole HTTP response body from a reader (for tests that fetch by hand).
