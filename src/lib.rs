@@ -2,7 +2,7 @@
 //!
 //! The pipeline, one module per stage: `config` (the TOML file) → `schedule` (cron) →
 //! `fetch` (polite HTTP) → `feed` (parse and normalise with feed-rs) → `ingest` (turn a
-//! poll into events) → `store` (the append-only SQLite event log) → `projections`
+//! poll into events) → `detect` (topics and stances, config-driven; `eval` scores it) → `store` (the append-only SQLite event log) → `projections`
 //! (tables rebuilt from the log) → `daemon` (the cycle and the long-running service).
 //! `cli` is the command line over all of it. Every outcome is an event (`events`); every
 //! table the CLI reads is a projection of them. See docs/ARCHITECTURE.md.
@@ -10,6 +10,8 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod detect;
+pub mod eval;
 pub mod events;
 pub mod feed;
 pub mod fetch;

@@ -184,13 +184,8 @@ pub struct SubscriberConfig {
     pub digest: DigestMode,
 }
 
-/// A watch topic as written in the config. Its rules are compiled by `crate::detect`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopicConfig {
-    pub id: String,
-    pub name: Option<String>,
-    pub description: Option<String>,
-}
+/// A watch topic as written in the config; `crate::detect` compiles its rules.
+pub type TopicConfig = crate::detect::rules::TopicRules;
 
 // ------------------------------------------------------------------ raw sections
 
@@ -220,7 +215,19 @@ const MAIL_KEYS: &[&str] = &[
 ];
 const WEB_KEYS: &[&str] = &["public_url", "secret_env", "secret_file", "self_service"];
 const SUBSCRIBER_KEYS: &[&str] = &["email", "name", "topics", "digest"];
-const TOPIC_KEYS: &[&str] = &["id", "name", "description"];
+const TOPIC_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "threshold",
+    "groups",
+    "require",
+    "exclude",
+    "actors",
+    "non_actors",
+    "issues",
+    "cues",
+];
 
 #[derive(Deserialize, Default)]
 struct RawDaemon {
@@ -275,12 +282,6 @@ struct RawSubscriber {
     digest: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
-struct RawTopic {
-    id: Spanned<String>,
-    name: Option<String>,
-    description: Option<String>,
-}
 
 impl Config {
     /// Reads and validates the config file; every problem is reported at once.
@@ -310,11 +311,8 @@ impl Config {
         diags.unknown_keys(&mut root, TOP_KEYS, "the top level");
 
         let daemon = read_daemon(&mut diags, root.remove("daemon"), &base);
-        let topics = read_array(&mut diags, root.remove("topic"), "topic", TOPIC_KEYS)
-            .into_iter()
-            .filter_map(|t| diags.section::<RawTopic>(t, "[[topic]]"))
-            .collect::<Vec<_>>();
-        let topic_ids = check_unique(&mut diags, topics.iter().map(|t| &t.id), "topic");
+        let topics = read_topics(&mut diags, root.remove("topic"));
+        let topic_ids = check_unique(&mut diags, topics.iter().map(|(id, _)| id), "topic");
         let feeds = read_feeds(&mut diags, root.remove("feed"));
         let mail = read_mail(&mut diags, root.remove("mail"), &base);
         let web = read_web(&mut diags, root.remove("web"));
@@ -335,14 +333,7 @@ impl Config {
             mail,
             web,
             subscribers,
-            topics: topics
-                .into_iter()
-                .map(|t| TopicConfig {
-                    id: t.id.into_inner(),
-                    name: t.name,
-                    description: t.description,
-                })
-                .collect(),
+            topics: topics.into_iter().map(|(_, rules)| rules).collect(),
         })
     }
 
@@ -417,6 +408,25 @@ fn read_array<'i>(
                 format!("each `{name}` must be a table, not a {}", other.type_str()),
             ),
         }
+    }
+    out
+}
+
+/// Each topic with its id's place, for the duplicate check; rule problems reported
+/// at the topic.
+fn read_topics(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>) -> Vec<(Spanned<String>, TopicConfig)> {
+    let mut out = Vec::new();
+    for value in read_array(diags, value, "topic", TOPIC_KEYS) {
+        let span = value.span();
+        let id_span = match value.get_ref() {
+            DeValue::Table(t) => t.get("id").map(|v| v.span()).unwrap_or(span.clone()),
+            _ => span.clone(),
+        };
+        let Some(rules) = diags.section::<TopicConfig>(value, "[[topic]]") else { continue };
+        for problem in rules.problems() {
+            diags.at(span.clone(), problem);
+        }
+        out.push((Spanned::new(id_span, rules.id.clone()), rules));
     }
     out
 }

@@ -1,0 +1,348 @@
+//! Detection: which watch topics an article is about, and who stands where on the
+//! topics' issues, with the sentence that says so.
+//!
+//! Every term of every topic (group terms, actor aliases, issue terms, cues) is compiled
+//! into one Aho-Corasick automaton over folded text, so the cost of matching does not
+//! grow with the number of terms. Relevance is decided per topic from its term groups;
+//! stances are read sentence by sentence (`stance`). The rules live in the config
+//! (`rules::TopicRules`); nothing here knows about Mexico.
+
+pub mod rules;
+mod stance;
+pub mod text;
+
+use std::collections::{BTreeSet, HashMap};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use rules::{split_lang, TopicRules};
+use text::Token;
+
+/// Stance of an actor on an issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stance {
+    Support,
+    Oppose,
+    Neutral,
+}
+
+impl Stance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stance::Support => "support",
+            Stance::Oppose => "oppose",
+            Stance::Neutral => "neutral",
+        }
+    }
+}
+
+/// What a term means to the detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Group(usize),
+    Actor(usize),
+    NonActor,
+    Issue(usize),
+    Cue(Stance, Option<usize>),
+    Negation,
+    Reporting,
+    ClauseBreak,
+}
+
+#[derive(Debug, Clone)]
+struct Meaning {
+    topic: usize,
+    role: Role,
+    lang: Option<String>,
+    /// Written in capitals in the config ("US", "EU"): matches only capitals.
+    capitals: bool,
+    term: String,
+}
+
+/// A hit of one term in a sentence, in token positions [start, end].
+#[derive(Debug, Clone, Copy)]
+struct Hit<'m> {
+    start: usize,
+    end: usize,
+    meaning: &'m Meaning,
+}
+
+#[derive(Debug)]
+struct CompiledTopic {
+    rules: TopicRules,
+    group_names: Vec<String>,
+    group_weights: Vec<f64>,
+    required: Vec<usize>,
+    excluded: Vec<usize>,
+}
+
+/// A topic that an article matched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopicMatch {
+    pub id: String,
+    pub score: f64,
+    pub matched: Vec<String>,
+}
+
+/// One stance read from one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StanceObservation {
+    pub topic: String,
+    pub issue: String,
+    pub actor: String,
+    pub stance: Stance,
+    pub confidence: f64,
+    pub evidence: String,
+    pub cues: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Classification {
+    pub topics: Vec<TopicMatch>,
+    pub stances: Vec<StanceObservation>,
+}
+
+/// The text of an article, as detection reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArticleText<'a> {
+    pub title: &'a str,
+    pub summary: &'a str,
+    pub content: &'a str,
+    pub lang: Option<&'a str>,
+}
+
+/// All topics' rules, compiled.
+pub struct Detector {
+    topics: Vec<CompiledTopic>,
+    automaton: AhoCorasick,
+    /// Per automaton pattern, every meaning of that folded term.
+    meanings: Vec<Vec<Meaning>>,
+    /// Hash of the rules: classification events name it.
+    pub rules_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot compile the topic rules: {0}")]
+pub struct CompileError(String);
+
+impl Detector {
+    pub fn new(topics: &[TopicRules]) -> Result<Detector, CompileError> {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut meanings: Vec<Vec<Meaning>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut add = |pattern_term: &str, topic: usize, role: Role| {
+            let (lang, body) = split_lang(pattern_term);
+            let prefix = body.ends_with('*');
+            let body = body.trim_end_matches('*');
+            let toks: Vec<String> = text::tokens(body).into_iter().map(|t| t.folded).collect();
+            if toks.is_empty() {
+                return;
+            }
+            let letters: Vec<char> = body.chars().filter(|c| c.is_alphabetic()).collect();
+            let capitals = letters.len() >= 2 && letters.iter().all(|c| c.is_uppercase());
+            let key = format!(" {}{}", toks.join(" "), if prefix { "" } else { " " });
+            let slot = *index.entry(key.clone()).or_insert_with(|| {
+                patterns.push(key);
+                meanings.push(Vec::new());
+                patterns.len() - 1
+            });
+            meanings[slot].push(Meaning {
+                topic,
+                role,
+                lang: lang.map(str::to_string),
+                capitals,
+                term: body.to_string(),
+            });
+        };
+        let mut compiled = Vec::new();
+        for (t, rules) in topics.iter().enumerate() {
+            let problems = rules.problems();
+            if !problems.is_empty() {
+                return Err(CompileError(problems.join("; ")));
+            }
+            let group_names: Vec<String> = rules.groups.keys().cloned().collect();
+            for (g, name) in group_names.iter().enumerate() {
+                for term in &rules.groups[name].terms {
+                    add(term, t, Role::Group(g));
+                }
+            }
+            for (a, actor) in rules.actors.iter().enumerate() {
+                for alias in &actor.aliases {
+                    add(alias, t, Role::Actor(a));
+                }
+            }
+            for term in &rules.non_actors {
+                add(term, t, Role::NonActor);
+            }
+            for (i, issue) in rules.issues.iter().enumerate() {
+                for term in &issue.terms {
+                    add(term, t, Role::Issue(i));
+                }
+                for (list, stance) in [(&issue.support, Stance::Support), (&issue.oppose, Stance::Oppose), (&issue.neutral, Stance::Neutral)] {
+                    for term in list {
+                        add(term, t, Role::Cue(stance, Some(i)));
+                    }
+                }
+            }
+            let cues = &rules.cues;
+            for (list, stance) in [(&cues.support, Stance::Support), (&cues.oppose, Stance::Oppose), (&cues.neutral, Stance::Neutral)] {
+                for term in list {
+                    add(term, t, Role::Cue(stance, None));
+                }
+            }
+            for term in &cues.negation {
+                add(term, t, Role::Negation);
+            }
+            for term in &cues.reporting {
+                add(term, t, Role::Reporting);
+            }
+            for term in &cues.clause_breaks {
+                add(term, t, Role::ClauseBreak);
+            }
+            let position = |names: &[String]| -> Vec<usize> {
+                names
+                    .iter()
+                    .filter_map(|n| group_names.iter().position(|g| g == n))
+                    .collect()
+            };
+            compiled.push(CompiledTopic {
+                required: position(&rules.require),
+                excluded: position(&rules.exclude),
+                group_weights: group_names.iter().map(|n| rules.groups[n].weight).collect(),
+                group_names,
+                rules: rules.clone(),
+            });
+        }
+        let automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .map_err(|e| CompileError(e.to_string()))?;
+        let rules_json = serde_json::to_string(topics).map_err(|e| CompileError(e.to_string()))?;
+        Ok(Detector {
+            topics: compiled,
+            automaton,
+            meanings,
+            rules_hash: hex::encode(&Sha256::digest(rules_json.as_bytes())[..12]),
+        })
+    }
+
+    pub fn topic_ids(&self) -> Vec<&str> {
+        self.topics.iter().map(|t| t.rules.id.as_str()).collect()
+    }
+
+    /// Every term hit in a run of tokens.
+    fn hits<'d>(&'d self, tokens: &[Token], lang: Option<&str>) -> Vec<Hit<'d>> {
+        let mut haystack = String::with_capacity(tokens.len() * 8 + 2);
+        let mut starts = Vec::with_capacity(tokens.len());
+        haystack.push(' ');
+        for t in tokens {
+            starts.push(haystack.len());
+            haystack.push_str(&t.folded);
+            haystack.push(' ');
+        }
+        let token_at = |offset: usize| starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let mut out = Vec::new();
+        for m in self.automaton.find_overlapping_iter(&haystack) {
+            let start = token_at(m.start() + 1);
+            let end = token_at(m.end().saturating_sub(2).max(m.start() + 1));
+            for meaning in &self.meanings[m.pattern().as_usize()] {
+                if let (Some(want), Some(have)) = (meaning.lang.as_deref(), lang) {
+                    if want != have {
+                        continue;
+                    }
+                }
+                if meaning.capitals && !tokens[start..=end].iter().all(|t| t.upper || t.folded.chars().all(|c| !c.is_alphabetic())) {
+                    continue;
+                }
+                out.push(Hit { start, end, meaning });
+            }
+        }
+        out.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+        out
+    }
+
+    pub fn classify(&self, article: &ArticleText<'_>) -> Classification {
+        let lang = article.lang.map(|l| l.trim().to_ascii_lowercase()).filter(|l| !l.is_empty());
+        let lang = lang.as_deref();
+        let mut sentences: Vec<&str> = Vec::new();
+        if !article.title.trim().is_empty() {
+            sentences.push(article.title.trim());
+        }
+        sentences.extend(text::sentences(article.summary));
+        if article.summary.trim().is_empty() {
+            // Without a lead, the article's opening stands in for it.
+            sentences.extend(text::sentences(article.content).into_iter().take(3));
+        }
+        let analysed: Vec<(&str, Vec<Token>)> = sentences.into_iter().map(|s| (s, text::tokens(s))).collect();
+        let hits: Vec<Vec<Hit<'_>>> = analysed.iter().map(|(_, toks)| self.hits(toks, lang)).collect();
+
+        let mut result = Classification::default();
+        for (t, topic) in self.topics.iter().enumerate() {
+            let mut matched_groups = vec![false; topic.group_names.len()];
+            let mut matched_terms = BTreeSet::new();
+            for hit in hits.iter().flatten().filter(|h| h.meaning.topic == t) {
+                if let Role::Group(g) = hit.meaning.role {
+                    matched_groups[g] = true;
+                    if !topic.excluded.contains(&g) {
+                        matched_terms.insert(hit.meaning.term.clone());
+                    }
+                }
+            }
+            let required = topic.required.iter().all(|&g| matched_groups[g]);
+            let excluded = topic.excluded.iter().any(|&g| matched_groups[g]);
+            let total: f64 = topic
+                .group_weights
+                .iter()
+                .enumerate()
+                .filter(|(g, _)| !topic.excluded.contains(g))
+                .map(|(_, w)| w)
+                .sum();
+            let got: f64 = topic
+                .group_weights
+                .iter()
+                .enumerate()
+                .filter(|(g, _)| matched_groups[*g] && !topic.excluded.contains(g))
+                .map(|(_, w)| w)
+                .sum();
+            let score = if total > 0.0 { got / total } else { 0.0 };
+            if !required || excluded || score < topic.rules.threshold || matched_terms.is_empty() {
+                continue;
+            }
+            result.topics.push(TopicMatch {
+                id: topic.rules.id.clone(),
+                score: (score * 1000.0).round() / 1000.0,
+                matched: matched_terms.into_iter().collect(),
+            });
+            for ((sentence, tokens), sentence_hits) in analysed.iter().zip(&hits) {
+                let topic_hits: Vec<Hit<'_>> = sentence_hits.iter().copied().filter(|h| h.meaning.topic == t).collect();
+                for obs in stance::read(&topic.rules, tokens, &topic_hits) {
+                    result.stances.push(StanceObservation {
+                        topic: topic.rules.id.clone(),
+                        issue: topic.rules.issues[obs.issue].id.clone(),
+                        actor: topic.rules.actors[obs.actor].id.clone(),
+                        stance: obs.stance,
+                        confidence: obs.confidence,
+                        evidence: sentence.to_string(),
+                        cues: obs.cues,
+                    });
+                }
+            }
+        }
+        dedupe(&mut result.stances);
+        result
+    }
+}
+
+/// One observation per (topic, issue, actor, stance): the most confident.
+fn dedupe(stances: &mut Vec<StanceObservation>) {
+    stances.sort_by(|a, b| {
+        (&a.topic, &a.issue, &a.actor, a.stance)
+            .cmp(&(&b.topic, &b.issue, &b.actor, b.stance))
+            .then(b.confidence.total_cmp(&a.confidence))
+    });
+    stances.dedup_by(|b, a| a.topic == b.topic && a.issue == b.issue && a.actor == b.actor && a.stance == b.stance);
+    stances.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+}

@@ -1,0 +1,186 @@
+//! Reading stances from one sentence: which actor a cue belongs to, which issue it is
+//! about, and whether negation or modality turns it around.
+//!
+//! The actor is the subject of the cue: the nearest actor before it in its clause
+//! ("Mexico rejects US troops": Mexico, not the US), else the sentence's speaker
+//! ("..., the foreign minister said", "dijo la presidenta", "Sheinbaum: no habrá..."),
+//! else the nearest actor before it in the sentence. Someone who is not an actor
+//! (a senator, a governor, a cartel) in that place blocks the cue. The issue is the
+//! cue's own, or the nearest issue term after it, else before it in the clause.
+
+use super::rules::TopicRules;
+use super::text::Token;
+use super::{Hit, Role, Stance};
+
+/// How far (in tokens) a negation may stand before its cue: "will not allow",
+/// "would never accept", "no permitirá".
+const NEGATION_REACH: usize = 3;
+/// How far after a cue its issue may be named.
+const ISSUE_REACH_AFTER: usize = 12;
+/// How close a verb of saying must be to its speaker.
+const SPEAKER_REACH: usize = 3;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Observation {
+    pub issue: usize,
+    pub actor: usize,
+    pub stance: Stance,
+    pub confidence: f64,
+    pub cues: Vec<String>,
+}
+
+/// Who a hit names: an actor, or someone who is not one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Party {
+    Actor(usize),
+    Nobody,
+}
+
+fn party(hit: &Hit<'_>) -> Option<Party> {
+    match hit.meaning.role {
+        Role::Actor(a) => Some(Party::Actor(a)),
+        Role::NonActor => Some(Party::Nobody),
+        _ => None,
+    }
+}
+
+pub(super) fn read(rules: &TopicRules, tokens: &[Token], hits: &[Hit<'_>]) -> Vec<Observation> {
+    let _ = rules;
+    let breaks = clause_breaks(tokens, hits);
+    let clause_of = |pos: usize| breaks.partition_point(|&b| b <= pos);
+    let parties: Vec<(Hit<'_>, Party)> = longest(hits.iter().filter_map(|h| party(h).map(|p| (*h, p))).collect());
+    let speaker = speaker(tokens, hits, &parties);
+
+    let cues: Vec<Hit<'_>> = longest_hits(hits.iter().filter(|h| matches!(h.meaning.role, Role::Cue(..))).copied().collect());
+    let mut out = Vec::new();
+    for cue in &cues {
+        let Role::Cue(mut stance, own_issue) = cue.meaning.role else { continue };
+        let mut cue_words = vec![cue.meaning.term.clone()];
+        // A cue inside a party's name ("Defense" in "Defense Secretary") is not a cue.
+        if parties.iter().any(|(p, _)| p.start <= cue.start && cue.end <= p.end) {
+            continue;
+        }
+        let negation = hits.iter().find(|h| {
+            h.meaning.role == Role::Negation
+                && h.end < cue.start
+                && cue.start - h.end <= NEGATION_REACH
+                && clause_of(h.end) == clause_of(cue.start)
+        });
+        if let Some(n) = negation {
+            cue_words.insert(0, n.meaning.term.clone());
+            stance = match stance {
+                Stance::Support => Stance::Oppose,
+                // "did not reject", "no descarta": not taking a side.
+                Stance::Oppose | Stance::Neutral => Stance::Neutral,
+            };
+        }
+
+        // The actor: subject in the clause, else the speaker, else nearest before.
+        let in_clause = parties
+            .iter()
+            .rev()
+            .find(|(p, _)| p.end < cue.start && clause_of(p.end) == clause_of(cue.start));
+        let (who, closeness) = match (in_clause, speaker) {
+            (Some((_, p)), _) => (*p, 0.25),
+            (None, Some(p)) => (p, 0.2),
+            (None, None) => match parties.iter().rev().find(|(p, _)| p.end < cue.start) {
+                Some((_, p)) => (*p, 0.05),
+                None => continue,
+            },
+        };
+        let Party::Actor(actor) = who else { continue };
+
+        let (issue, nearness) = match own_issue {
+            Some(i) => (i, 0.2),
+            None => {
+                let after = hits
+                    .iter()
+                    .filter(|h| matches!(h.meaning.role, Role::Issue(_)) && h.start > cue.end && h.start - cue.end <= ISSUE_REACH_AFTER)
+                    .min_by_key(|h| h.start);
+                let before = || {
+                    hits.iter()
+                        .filter(|h| matches!(h.meaning.role, Role::Issue(_)) && h.end < cue.start && clause_of(h.end) == clause_of(cue.start))
+                        .max_by_key(|h| h.end)
+                };
+                match after.or_else(before) {
+                    Some(h) => {
+                        let Role::Issue(i) = h.meaning.role else { continue };
+                        cue_words.push(h.meaning.term.clone());
+                        let gap = if h.start > cue.end { h.start - cue.end } else { cue.start - h.end };
+                        (i, if gap <= 4 { 0.15 } else { 0.05 })
+                    }
+                    None => continue,
+                }
+            }
+        };
+        let base: f64 = if stance == Stance::Neutral { 0.45 } else { 0.5 };
+        let confidence = (base + closeness + nearness).min(0.95);
+        out.push(Observation {
+            issue,
+            actor,
+            stance,
+            confidence: (confidence * 100.0).round() / 100.0,
+            cues: cue_words,
+        });
+    }
+    out
+}
+
+/// Token positions that start a new clause: , ; : and words such as "but".
+fn clause_breaks(tokens: &[Token], hits: &[Hit<'_>]) -> Vec<usize> {
+    let mut breaks: Vec<usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_mark())
+        .map(|(i, _)| i)
+        .chain(hits.iter().filter(|h| h.meaning.role == Role::ClauseBreak).map(|h| h.start))
+        .collect();
+    breaks.sort_unstable();
+    breaks.dedup();
+    breaks
+}
+
+/// The sentence's speaker: "X: ..." in a headline, "X said", "said X".
+fn speaker(tokens: &[Token], hits: &[Hit<'_>], parties: &[(Hit<'_>, Party)]) -> Option<Party> {
+    if let Some(colon) = tokens.iter().take(8).position(|t| t.folded == ":") {
+        if let Some((_, p)) = parties.iter().rev().find(|(h, _)| h.end < colon) {
+            return Some(*p);
+        }
+    }
+    for said in hits.iter().filter(|h| h.meaning.role == Role::Reporting) {
+        let before = parties
+            .iter()
+            .rev()
+            .find(|(h, _)| h.end < said.start && said.start - h.end <= SPEAKER_REACH);
+        let after = parties
+            .iter()
+            .find(|(h, _)| h.start > said.end && h.start - said.end <= SPEAKER_REACH);
+        if let Some((_, p)) = before.or(after) {
+            return Some(*p);
+        }
+    }
+    None
+}
+
+/// Drops hits contained in a longer hit of the same kind ("mexican government" over
+/// "mexican", "not rule out" over "rule out").
+fn longest_hits<'m>(hits: Vec<Hit<'m>>) -> Vec<Hit<'m>> {
+    let keep: Vec<bool> = hits
+        .iter()
+        .map(|h| {
+            !hits.iter().any(|o| {
+                (o.start <= h.start && h.end <= o.end) && (o.end - o.start > h.end - h.start)
+            })
+        })
+        .collect();
+    hits.into_iter().zip(keep).filter(|(_, k)| *k).map(|(h, _)| h).collect()
+}
+
+fn longest<'m>(parties: Vec<(Hit<'m>, Party)>) -> Vec<(Hit<'m>, Party)> {
+    let hits: Vec<Hit<'m>> = parties.iter().map(|(h, _)| *h).collect();
+    let kept = longest_hits(hits);
+    parties
+        .into_iter()
+        .filter(|(h, _)| kept.iter().any(|k| k.start == h.start && k.end == h.end && std::ptr::eq(k.meaning, h.meaning)))
+        .collect()
+}
