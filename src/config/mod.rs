@@ -225,6 +225,7 @@ const TOPIC_KEYS: &[&str] = &[
     "exclude",
     "actors",
     "non_actors",
+    "joint_actors",
     "issues",
     "cues",
 ];

@@ -45,11 +45,14 @@ enum Role {
     Group(usize),
     Actor(usize),
     NonActor,
+    AllActors,
     Issue(usize),
     Cue(Stance, Option<usize>),
     Negation,
     Reporting,
     ClauseBreak,
+    Preposition,
+    Conjunction,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +180,9 @@ impl Detector {
             for term in &rules.non_actors {
                 add(term, t, Role::NonActor);
             }
+            for term in &rules.joint_actors {
+                add(term, t, Role::AllActors);
+            }
             for (i, issue) in rules.issues.iter().enumerate() {
                 for term in &issue.terms {
                     add(term, t, Role::Issue(i));
@@ -201,6 +207,12 @@ impl Detector {
             }
             for term in &cues.clause_breaks {
                 add(term, t, Role::ClauseBreak);
+            }
+            for term in &cues.prepositions {
+                add(term, t, Role::Preposition);
+            }
+            for term in &cues.conjunctions {
+                add(term, t, Role::Conjunction);
             }
             let position = |names: &[String]| -> Vec<usize> {
                 names
@@ -316,9 +328,10 @@ impl Detector {
                 score: (score * 1000.0).round() / 1000.0,
                 matched: matched_terms.into_iter().collect(),
             });
-            for ((sentence, tokens), sentence_hits) in analysed.iter().zip(&hits) {
+            for (n, ((sentence, tokens), sentence_hits)) in analysed.iter().zip(&hits).enumerate() {
                 let topic_hits: Vec<Hit<'_>> = sentence_hits.iter().copied().filter(|h| h.meaning.topic == t).collect();
-                for obs in stance::read(&topic.rules, tokens, &topic_hits) {
+                let is_title = n == 0 && !article.title.trim().is_empty();
+                for obs in stance::read(topic.rules.actors.len(), tokens, &topic_hits, is_title) {
                     result.stances.push(StanceObservation {
                         topic: topic.rules.id.clone(),
                         issue: topic.rules.issues[obs.issue].id.clone(),

@@ -34,6 +34,9 @@ pub struct TopicRules {
     /// cartels): a cue they carry gives no stance.
     #[serde(default)]
     pub non_actors: Vec<String>,
+    /// Names for all actors at once ("both governments", "ambos gobiernos").
+    #[serde(default)]
+    pub joint_actors: Vec<String>,
     #[serde(default)]
     pub issues: Vec<IssueRules>,
     #[serde(default)]
@@ -93,6 +96,12 @@ pub struct CueRules {
     /// Words that end a clause ("but", "pero"): a cue's actor is looked for within it.
     #[serde(default)]
     pub clause_breaks: Vec<String>,
+    /// Words after which a name is an object, not a subject ("in Mexico", "a Washington").
+    #[serde(default)]
+    pub prepositions: Vec<String>,
+    /// Words that join two subjects ("and", "y"): "Mexico and the US agree" is both.
+    #[serde(default)]
+    pub conjunctions: Vec<String>,
 }
 
 impl TopicRules {

@@ -8,7 +8,6 @@
 //! (a senator, a governor, a cartel) in that place blocks the cue. The issue is the
 //! cue's own, or the nearest issue term after it, else before it in the clause.
 
-use super::rules::TopicRules;
 use super::text::Token;
 use super::{Hit, Role, Stance};
 
@@ -29,37 +28,59 @@ pub(super) struct Observation {
     pub cues: Vec<String>,
 }
 
-/// Who a hit names: an actor, or someone who is not one.
+/// Who a hit names.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Party {
     Actor(usize),
+    /// "Both governments": every actor.
+    All,
+    /// Someone who is not an actor: their cue gives no stance.
     Nobody,
 }
 
 fn party(hit: &Hit<'_>) -> Option<Party> {
     match hit.meaning.role {
         Role::Actor(a) => Some(Party::Actor(a)),
+        Role::AllActors => Some(Party::All),
         Role::NonActor => Some(Party::Nobody),
         _ => None,
     }
 }
 
-pub(super) fn read(rules: &TopicRules, tokens: &[Token], hits: &[Hit<'_>]) -> Vec<Observation> {
-    let _ = rules;
+/// How close after one cue another must be to be its object ("weighs sending troops",
+/// "suspends the transfer"): the first cue governs, the second is not read alone.
+const GOVERNED_REACH: usize = 3;
+
+pub(super) fn read(actor_count: usize, tokens: &[Token], hits: &[Hit<'_>], is_title: bool) -> Vec<Observation> {
     let breaks = clause_breaks(tokens, hits);
     let clause_of = |pos: usize| breaks.partition_point(|&b| b <= pos);
-    let parties: Vec<(Hit<'_>, Party)> = longest(hits.iter().filter_map(|h| party(h).map(|p| (*h, p))).collect());
+    let all_parties: Vec<(Hit<'_>, Party)> = longest(hits.iter().filter_map(|h| party(h).map(|p| (*h, p))).collect());
+    // A name right after a preposition is an object ("strikes in Mexico"), not a subject.
+    let parties: Vec<(Hit<'_>, Party)> = all_parties
+        .iter()
+        .copied()
+        .filter(|(p, _)| {
+            !hits.iter().any(|h| h.meaning.role == Role::Preposition && h.end < p.start && p.start - h.end <= 2)
+        })
+        .collect();
     let speaker = speaker(tokens, hits, &parties);
 
     let cues: Vec<Hit<'_>> = longest_hits(hits.iter().filter(|h| matches!(h.meaning.role, Role::Cue(..))).copied().collect());
     let mut out = Vec::new();
+    let mut last_cue_end: Option<usize> = None;
     for cue in &cues {
         let Role::Cue(mut stance, own_issue) = cue.meaning.role else { continue };
-        let mut cue_words = vec![cue.meaning.term.clone()];
         // A cue inside a party's name ("Defense" in "Defense Secretary") is not a cue.
-        if parties.iter().any(|(p, _)| p.start <= cue.start && cue.end <= p.end) {
+        if all_parties.iter().any(|(p, _)| p.start <= cue.start && cue.end <= p.end) {
             continue;
         }
+        let governed = last_cue_end
+            .is_some_and(|end| end < cue.start && cue.start - end <= GOVERNED_REACH && clause_of(end) == clause_of(cue.start));
+        last_cue_end = Some(cue.end);
+        if governed {
+            continue;
+        }
+        let mut cue_words = vec![cue.meaning.term.clone()];
         let negation = hits.iter().find(|h| {
             h.meaning.role == Role::Negation
                 && h.end < cue.start
@@ -78,17 +99,38 @@ pub(super) fn read(rules: &TopicRules, tokens: &[Token], hits: &[Hit<'_>]) -> Ve
         // The actor: subject in the clause, else the speaker, else nearest before.
         let in_clause = parties
             .iter()
+            .enumerate()
             .rev()
-            .find(|(p, _)| p.end < cue.start && clause_of(p.end) == clause_of(cue.start));
-        let (who, closeness) = match (in_clause, speaker) {
-            (Some((_, p)), _) => (*p, 0.25),
-            (None, Some(p)) => (p, 0.2),
+            .find(|(_, (p, _))| p.end < cue.start && clause_of(p.end) == clause_of(cue.start));
+        let (mut who, closeness) = match (in_clause, speaker) {
+            (Some((_, (_, p))), _) => (vec![*p], 0.25),
+            (None, Some(p)) => (vec![p], 0.2),
             (None, None) => match parties.iter().rev().find(|(p, _)| p.end < cue.start) {
-                Some((_, p)) => (*p, 0.05),
+                Some((_, p)) => (vec![*p], 0.05),
                 None => continue,
             },
         };
-        let Party::Actor(actor) = who else { continue };
+        // "Mexico and the US agree": both are the subject.
+        if let Some((i, (subject, _))) = in_clause {
+            if let Some((other, p)) = i.checked_sub(1).and_then(|j| parties.get(j)) {
+                let joined = hits.iter().any(|h| {
+                    h.meaning.role == Role::Conjunction && h.start > other.end && h.end < subject.start && subject.start - other.end <= 2
+                });
+                if joined {
+                    who.push(*p);
+                }
+            }
+        }
+        if who.contains(&Party::Nobody) {
+            continue;
+        }
+        let actors: Vec<usize> = if who.contains(&Party::All) {
+            (0..actor_count).collect()
+        } else {
+            let mut a: Vec<usize> = who.iter().filter_map(|p| if let Party::Actor(a) = p { Some(*a) } else { None }).collect();
+            a.dedup();
+            a
+        };
 
         let (issue, nearness) = match own_issue {
             Some(i) => (i, 0.2),
@@ -96,11 +138,11 @@ pub(super) fn read(rules: &TopicRules, tokens: &[Token], hits: &[Hit<'_>]) -> Ve
                 let after = hits
                     .iter()
                     .filter(|h| matches!(h.meaning.role, Role::Issue(_)) && h.start > cue.end && h.start - cue.end <= ISSUE_REACH_AFTER)
-                    .min_by_key(|h| h.start);
+                    .min_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
                 let before = || {
                     hits.iter()
                         .filter(|h| matches!(h.meaning.role, Role::Issue(_)) && h.end < cue.start && clause_of(h.end) == clause_of(cue.start))
-                        .max_by_key(|h| h.end)
+                        .max_by_key(|h| (h.end, h.end - h.start))
                 };
                 match after.or_else(before) {
                     Some(h) => {
@@ -114,14 +156,18 @@ pub(super) fn read(rules: &TopicRules, tokens: &[Token], hits: &[Hit<'_>]) -> Ve
             }
         };
         let base: f64 = if stance == Stance::Neutral { 0.45 } else { 0.5 };
-        let confidence = (base + closeness + nearness).min(0.95);
-        out.push(Observation {
-            issue,
-            actor,
-            stance,
-            confidence: (confidence * 100.0).round() / 100.0,
-            cues: cue_words,
-        });
+        // The headline states the story's main point; a lead's sentence often a side one.
+        let headline = if is_title { 0.05 } else { 0.0 };
+        let confidence = ((base + closeness + nearness + headline).min(0.95) * 100.0).round() / 100.0;
+        for actor in actors {
+            out.push(Observation {
+                issue,
+                actor,
+                stance,
+                confidence,
+                cues: cue_words.clone(),
+            });
+        }
     }
     out
 }
