@@ -57,7 +57,12 @@ pub enum Command {
     /// Validate the config: a summary and exit 0, or every error and exit 2
     Check,
     /// Rebuild every projection from the event log
-    Replay,
+    Replay {
+        /// First re-run detection over every stored article under the config's
+        /// current topic rules (no refetching); earlier classifications stay in the log
+        #[arg(long)]
+        reclassify: bool,
+    },
     /// Print the event log as JSON Lines
     Events {
         /// Only events after this sequence number
@@ -146,10 +151,20 @@ pub fn run(args: Args) -> Result<()> {
                 ))
             }
         }
-        Command::Replay => {
+        Command::Replay { reclassify } => {
             let config = load_config(&config_path, args.db.as_deref())?;
             let store = open_store(&config)?;
             let started = std::time::Instant::now();
+            if *reclassify {
+                let detector = detector(&config)?;
+                let (read, new) =
+                    crate::observe::reclassify(&detector, &store).context("reclassifying")?;
+                println!(
+                    "reclassified {read} articles under rules {}: {new} new readings, {} unchanged",
+                    detector.rules_hash,
+                    read - new
+                );
+            }
             let applied = projections::rebuild(&store).context("rebuilding the projections")?;
             println!(
                 "replayed {applied} events into {} projections in {:.2}s",
@@ -239,34 +254,60 @@ fn classify(config: &Config) -> Result<()> {
             content: input.content.as_deref().unwrap_or(""),
             lang: input.lang.as_deref(),
         });
-        let line = serde_json::json!({"id": input.id, "topics": result.topics, "stances": result.stances});
+        let line =
+            serde_json::json!({"id": input.id, "topics": result.topics, "stances": result.stances});
         if writeln!(out, "{line}").is_err() {
             return Ok(());
         }
     }
     out.flush()?;
     if bad > 0 {
-        anyhow::bail!("{bad} input line{} could not be read (see above)", if bad == 1 { "" } else { "s" });
+        anyhow::bail!(
+            "{bad} input line{} could not be read (see above)",
+            if bad == 1 { "" } else { "s" }
+        );
     }
     Ok(())
 }
 
-fn eval(config: &Config, file: &Path, topic: Option<&str>, json: bool, verbose: bool) -> Result<()> {
+fn eval(
+    config: &Config,
+    file: &Path,
+    topic: Option<&str>,
+    json: bool,
+    verbose: bool,
+) -> Result<()> {
     let detector = detector(config)?;
     let topic = match topic {
         Some(t) if config.topics.iter().any(|c| c.id == t) => t.to_string(),
-        Some(t) => return Err(UsageError(format!("unknown topic {t:?}; the config defines {:?}", detector.topic_ids())).into()),
+        Some(t) => {
+            return Err(UsageError(format!(
+                "unknown topic {t:?}; the config defines {:?}",
+                detector.topic_ids()
+            ))
+            .into())
+        }
         None => config
             .topics
             .first()
             .map(|t| t.id.clone())
             .ok_or_else(|| UsageError("the config defines no topic to score".into()))?,
     };
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut items = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let item: crate::eval::Labelled = serde_json::from_str(line)
-            .map_err(|e| UsageError(format!("{}:{}: not a labelled article: {e}", file.display(), n + 1)))?;
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let item: crate::eval::Labelled = serde_json::from_str(line).map_err(|e| {
+            UsageError(format!(
+                "{}:{}: not a labelled article: {e}",
+                file.display(),
+                n + 1
+            ))
+        })?;
         items.push(item);
     }
     let report = crate::eval::score(&detector, &items, &topic);
@@ -301,7 +342,11 @@ fn eval(config: &Config, file: &Path, topic: Option<&str>, json: bool, verbose: 
         all.predicted,
         all.correct
     )?;
-    writeln!(out, "\n{:<22} {:<8} {:>8} {:>9} {:>9} {:>9}", "ISSUE", "ACTOR", "LABELLED", "ACCURACY", "COVERAGE", "MACRO-F1")?;
+    writeln!(
+        out,
+        "\n{:<22} {:<8} {:>8} {:>9} {:>9} {:>9}",
+        "ISSUE", "ACTOR", "LABELLED", "ACCURACY", "COVERAGE", "MACRO-F1"
+    )?;
     for ((issue, actor), c) in &report.pairs {
         writeln!(
             out,
@@ -315,7 +360,11 @@ fn eval(config: &Config, file: &Path, topic: Option<&str>, json: bool, verbose: 
     if verbose {
         writeln!(out, "\nmisses:")?;
         for m in &report.misses {
-            writeln!(out, "{} {:<40} expected {:<8} got {:<8} {}", m.id, m.what, m.expected, m.got, m.title)?;
+            writeln!(
+                out,
+                "{} {:<40} expected {:<8} got {:<8} {}",
+                m.id, m.what, m.expected, m.got, m.title
+            )?;
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, FeedConfig};
+use crate::detect::Detector;
 use crate::events::{ConfigApplied, Event};
 use crate::fetch::Fetcher;
 use crate::ingest::{self, PollOutcome};
@@ -44,7 +45,7 @@ impl CycleReport {
 }
 
 /// Records the config as applied, unless the last applied one was the same text.
-pub fn apply_config(config: &Config, store: &EventStore) -> Result<bool> {
+pub fn apply_config(config: &Config, store: &EventStore, detector: &Detector) -> Result<bool> {
     let last = store.last_of_kind("ConfigApplied")?;
     let same = match last.map(|e| e.decode()).transpose()? {
         Some(Event::ConfigApplied(applied)) => applied.hash == config.hash,
@@ -58,7 +59,7 @@ pub fn apply_config(config: &Config, store: &EventStore) -> Result<bool> {
         path: config.path.display().to_string(),
         feeds: config.feeds.iter().map(|f| f.id.clone()).collect(),
         topics: config.topics.iter().map(|t| t.id.clone()).collect(),
-        rules_hash: String::new(),
+        rules_hash: detector.rules_hash.clone(),
     });
     store.append_one(NewEvent::new("config", event))?;
     Ok(true)
@@ -67,7 +68,8 @@ pub fn apply_config(config: &Config, store: &EventStore) -> Result<bool> {
 /// One full cycle: every feed polled now (except those gone for good), then the
 /// projections brought up to date.
 pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport> {
-    apply_config(config, store)?;
+    let detector = Arc::new(Detector::new(&config.topics)?);
+    apply_config(config, store, &detector)?;
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let health = store.read(FeedHealth::list)?;
     let mut tasks = JoinSet::new();
@@ -77,13 +79,14 @@ pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport
             tracing::info!(feed = %feed.id, "skipped: the server said 410 Gone; change its url to resume");
             continue;
         }
-        let (fetcher, store, feed, limits) = (
+        let (fetcher, store, feed, limits, detector) = (
             fetcher.clone(),
             store.clone(),
             feed.clone(),
             config.daemon.fetch.clone(),
+            detector.clone(),
         );
-        tasks.spawn(async move { ingest::poll(&fetcher, &store, &feed, &limits).await });
+        tasks.spawn(async move { ingest::poll(&fetcher, &store, &feed, &limits, &detector).await });
     }
     let mut report = CycleReport::default();
     while let Some(joined) = tasks.join_next().await {
@@ -192,7 +195,8 @@ pub async fn run(
     store: EventStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    apply_config(&config, &store)?;
+    let detector = Arc::new(Detector::new(&config.topics)?);
+    apply_config(&config, &store, &detector)?;
     let config = Arc::new(config);
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let mut in_flight: HashSet<String> = HashSet::new();
@@ -214,14 +218,15 @@ pub async fn run(
             };
             if due <= now {
                 in_flight.insert(feed.id.clone());
-                let (fetcher, store, feed, limits) = (
+                let (fetcher, store, feed, limits, detector) = (
                     fetcher.clone(),
                     store.clone(),
                     feed.clone(),
                     config.daemon.fetch.clone(),
+                    detector.clone(),
                 );
                 tasks.spawn(async move {
-                    let outcome = ingest::poll(&fetcher, &store, &feed, &limits).await;
+                    let outcome = ingest::poll(&fetcher, &store, &feed, &limits, &detector).await;
                     (feed.id, outcome)
                 });
             } else {

@@ -176,7 +176,10 @@ impl Report {
 }
 
 /// The most confident stance per (issue, actor) in one classification.
-pub fn predictions(classification: &Classification, topic: &str) -> HashMap<(String, String), Stance> {
+pub fn predictions(
+    classification: &Classification,
+    topic: &str,
+) -> HashMap<(String, String), Stance> {
     let mut best: HashMap<(String, String), (f64, Stance)> = HashMap::new();
     for s in classification.stances.iter().filter(|s| s.topic == topic) {
         let key = (s.issue.clone(), s.actor.clone());
@@ -228,15 +231,23 @@ pub fn score(detector: &Detector, items: &[Labelled], topic: &str) -> Report {
         let predicted = predictions(&classification, topic);
         for (issue, actors) in &item.issues {
             for (actor, gold) in actors {
-                let Some(gold) = gold.as_deref().and_then(parse_stance) else { continue };
+                let Some(gold) = gold.as_deref().and_then(parse_stance) else {
+                    continue;
+                };
                 let guess = predicted.get(&(issue.clone(), actor.clone())).copied();
-                report.pairs.entry((issue.clone(), actor.clone())).or_default().add(gold, guess);
+                report
+                    .pairs
+                    .entry((issue.clone(), actor.clone()))
+                    .or_default()
+                    .add(gold, guess);
                 if guess != Some(gold) {
                     report.misses.push(Miss {
                         id: item.id.clone(),
                         what: format!("{issue}.{actor}"),
                         expected: gold.as_str().into(),
-                        got: guess.map(|g| g.as_str().to_string()).unwrap_or_else(|| "none".into()),
+                        got: guess
+                            .map(|g| g.as_str().to_string())
+                            .unwrap_or_else(|| "none".into()),
                         title: item.title.clone(),
                     });
                 }
@@ -245,7 +256,12 @@ pub fn score(detector: &Detector, items: &[Labelled], topic: &str) -> Report {
         // Stances predicted where the label says nothing are not scored (SPEC), but
         // are worth seeing when tuning.
         for ((issue, actor), guess) in &predicted {
-            let labelled = item.issues.get(issue).and_then(|a| a.get(actor)).and_then(|g| g.as_deref()).is_some();
+            let labelled = item
+                .issues
+                .get(issue)
+                .and_then(|a| a.get(actor))
+                .and_then(|g| g.as_deref())
+                .is_some();
             if !labelled && item.relevant {
                 report.misses.push(Miss {
                     id: item.id.clone(),

@@ -148,6 +148,50 @@ pub struct ArticleRevised {
     pub content_hash: String,
 }
 
+/// A topic an article matched, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicScore {
+    pub id: String,
+    pub score: f64,
+    #[serde(default)]
+    pub matched: Vec<String>,
+}
+
+/// Detection ran over an article (at ingestion, or when the rules changed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArticleClassified {
+    pub article_id: String,
+    pub feed: String,
+    /// The article text that was read.
+    pub content_hash: String,
+    /// The rules that read it: a hash of the topic config.
+    pub rules_hash: String,
+    /// Matched topics only; empty when none matched.
+    pub topics: Vec<TopicScore>,
+}
+
+/// One actor's stance on one issue, read from one sentence of one article.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StanceObserved {
+    pub article_id: String,
+    pub feed: String,
+    pub topic: String,
+    pub issue: String,
+    pub actor: String,
+    pub stance: String,
+    pub confidence: f64,
+    pub evidence: String,
+    #[serde(default)]
+    pub cues: Vec<String>,
+    pub rules_hash: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub outlet: Option<String>,
+    #[serde(default)]
+    pub published: Option<String>,
+}
+
 macro_rules! events {
     ($($kind:ident => $payload:ident @ $version:literal),+ $(,)?) => {
         /// Every kind of event vigia records.
@@ -215,6 +259,8 @@ events! {
     FeedPollFailed => FeedPollFailed @ 1,
     ArticleDiscovered => ArticleDiscovered @ 1,
     ArticleRevised => ArticleRevised @ 1,
+    ArticleClassified => ArticleClassified @ 1,
+    StanceObserved => StanceObserved @ 1,
 }
 
 #[derive(Debug, thiserror::Error)]

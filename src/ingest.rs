@@ -6,17 +6,20 @@
 //! each new article and a revision for each changed one. Unchanged articles append
 //! nothing; idempotency keys make a repeated batch harmless.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use url::Url;
 
 use crate::config::{FeedConfig, FetchLimits};
+use crate::detect::{Classification, Detector};
 use crate::events::{
     ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind,
 };
 use crate::feed::{self, FeedContext};
 use crate::fetch::{FetchError, Fetcher, Validators};
+use crate::observe;
 use crate::projections::{Articles, FeedHealth, FeedHealthRow};
 use crate::store::{EventStore, NewEvent, StoreError};
 
@@ -60,6 +63,7 @@ pub async fn poll(
     store: &EventStore,
     feed: &FeedConfig,
     limits: &FetchLimits,
+    detector: &Arc<Detector>,
 ) -> Result<PollOutcome, StoreError> {
     let health = store.read(|c| FeedHealth::get(c, &feed.id))?;
     let url = target_url(feed, health.as_ref());
@@ -107,8 +111,10 @@ pub async fn poll(
     let final_url = fetched.final_url.clone();
     let body = fetched.body;
     // Parsing is CPU work: keep it off the async workers.
+    // Parsing and detection are CPU work: keep them off the async workers.
+    let reader = detector.clone();
     let parsed = tokio::task::spawn_blocking(move || {
-        feed::parse(
+        let parsed = feed::parse(
             &body,
             FeedContext {
                 feed_id: &feed_id,
@@ -117,7 +123,13 @@ pub async fn poll(
                 lang_hint: lang.as_deref(),
                 outlet: outlet.as_deref(),
             },
-        )
+        )?;
+        let readings: Vec<Classification> = parsed
+            .articles
+            .iter()
+            .map(|a| observe::classify(&reader, &a.body))
+            .collect();
+        Ok((parsed, readings))
     })
     .await
     .unwrap_or_else(|join| {
@@ -125,7 +137,7 @@ pub async fn poll(
             "the parser crashed: {join}"
         )))
     });
-    let parsed = match parsed {
+    let (parsed, readings) = match parsed {
         Ok(p) => p,
         Err(e) => {
             let mut err = FetchError {
@@ -156,7 +168,20 @@ pub async fn poll(
             .map(|a| Articles::fingerprint(conn, &a.article_id))
             .collect::<rusqlite::Result<Vec<_>>>()
     })?;
-    for (article, known) in parsed.articles.into_iter().zip(fingerprints) {
+    for ((article, known), reading) in parsed.articles.into_iter().zip(fingerprints).zip(readings) {
+        let changed = known
+            .as_ref()
+            .is_none_or(|(hash, _)| *hash != article.content_hash);
+        let detection = changed.then(|| {
+            observe::events(
+                detector,
+                &reading,
+                &article.article_id,
+                &feed.id,
+                &article.content_hash,
+                &article.body,
+            )
+        });
         match known {
             None => {
                 new += 1;
@@ -195,6 +220,8 @@ pub async fn poll(
                 );
             }
         }
+        // The reading follows the text it read, in the same atomic batch.
+        article_events.extend(detection.into_iter().flatten());
     }
     polled.new_articles = new;
     polled.revised_articles = revised;

@@ -16,6 +16,7 @@ pub mod events;
 pub mod feed;
 pub mod fetch;
 pub mod ingest;
+pub mod observe;
 pub mod projections;
 pub mod schedule;
 pub mod store;

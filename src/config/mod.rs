@@ -283,7 +283,6 @@ struct RawSubscriber {
     digest: Option<Spanned<String>>,
 }
 
-
 impl Config {
     /// Reads and validates the config file; every problem is reported at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -415,7 +414,10 @@ fn read_array<'i>(
 
 /// Each topic with its id's place, for the duplicate check; rule problems reported
 /// at the topic.
-fn read_topics(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>) -> Vec<(Spanned<String>, TopicConfig)> {
+fn read_topics(
+    diags: &mut Diagnostics<'_>,
+    value: Option<Spanned<DeValue<'_>>>,
+) -> Vec<(Spanned<String>, TopicConfig)> {
     let mut out = Vec::new();
     for value in read_array(diags, value, "topic", TOPIC_KEYS) {
         let span = value.span();
@@ -423,7 +425,9 @@ fn read_topics(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>)
             DeValue::Table(t) => t.get("id").map(|v| v.span()).unwrap_or(span.clone()),
             _ => span.clone(),
         };
-        let Some(rules) = diags.section::<TopicConfig>(value, "[[topic]]") else { continue };
+        let Some(rules) = diags.section::<TopicConfig>(value, "[[topic]]") else {
+            continue;
+        };
         for problem in rules.problems() {
             diags.at(span.clone(), problem);
         }

@@ -187,14 +187,22 @@ impl Detector {
                 for term in &issue.terms {
                     add(term, t, Role::Issue(i));
                 }
-                for (list, stance) in [(&issue.support, Stance::Support), (&issue.oppose, Stance::Oppose), (&issue.neutral, Stance::Neutral)] {
+                for (list, stance) in [
+                    (&issue.support, Stance::Support),
+                    (&issue.oppose, Stance::Oppose),
+                    (&issue.neutral, Stance::Neutral),
+                ] {
                     for term in list {
                         add(term, t, Role::Cue(stance, Some(i)));
                     }
                 }
             }
             let cues = &rules.cues;
-            for (list, stance) in [(&cues.support, Stance::Support), (&cues.oppose, Stance::Oppose), (&cues.neutral, Stance::Neutral)] {
+            for (list, stance) in [
+                (&cues.support, Stance::Support),
+                (&cues.oppose, Stance::Oppose),
+                (&cues.neutral, Stance::Neutral),
+            ] {
                 for term in list {
                     add(term, t, Role::Cue(stance, None));
                 }
@@ -266,10 +274,18 @@ impl Detector {
                         continue;
                     }
                 }
-                if meaning.capitals && !tokens[start..=end].iter().all(|t| t.upper || t.folded.chars().all(|c| !c.is_alphabetic())) {
+                if meaning.capitals
+                    && !tokens[start..=end]
+                        .iter()
+                        .all(|t| t.upper || t.folded.chars().all(|c| !c.is_alphabetic()))
+                {
                     continue;
                 }
-                out.push(Hit { start, end, meaning });
+                out.push(Hit {
+                    start,
+                    end,
+                    meaning,
+                });
             }
         }
         out.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
@@ -277,7 +293,10 @@ impl Detector {
     }
 
     pub fn classify(&self, article: &ArticleText<'_>) -> Classification {
-        let lang = article.lang.map(|l| l.trim().to_ascii_lowercase()).filter(|l| !l.is_empty());
+        let lang = article
+            .lang
+            .map(|l| l.trim().to_ascii_lowercase())
+            .filter(|l| !l.is_empty());
         let lang = lang.as_deref();
         let mut sentences: Vec<&str> = Vec::new();
         if !article.title.trim().is_empty() {
@@ -288,8 +307,14 @@ impl Detector {
             // Without a lead, the article's opening stands in for it.
             sentences.extend(text::sentences(article.content).into_iter().take(3));
         }
-        let analysed: Vec<(&str, Vec<Token>)> = sentences.into_iter().map(|s| (s, text::tokens(s))).collect();
-        let hits: Vec<Vec<Hit<'_>>> = analysed.iter().map(|(_, toks)| self.hits(toks, lang)).collect();
+        let analysed: Vec<(&str, Vec<Token>)> = sentences
+            .into_iter()
+            .map(|s| (s, text::tokens(s)))
+            .collect();
+        let hits: Vec<Vec<Hit<'_>>> = analysed
+            .iter()
+            .map(|(_, toks)| self.hits(toks, lang))
+            .collect();
 
         let mut result = Classification::default();
         for (t, topic) in self.topics.iter().enumerate() {
@@ -329,7 +354,11 @@ impl Detector {
                 matched: matched_terms.into_iter().collect(),
             });
             for (n, ((sentence, tokens), sentence_hits)) in analysed.iter().zip(&hits).enumerate() {
-                let topic_hits: Vec<Hit<'_>> = sentence_hits.iter().copied().filter(|h| h.meaning.topic == t).collect();
+                let topic_hits: Vec<Hit<'_>> = sentence_hits
+                    .iter()
+                    .copied()
+                    .filter(|h| h.meaning.topic == t)
+                    .collect();
                 let is_title = n == 0 && !article.title.trim().is_empty();
                 for obs in stance::read(topic.rules.actors.len(), tokens, &topic_hits, is_title) {
                     result.stances.push(StanceObservation {
@@ -356,6 +385,8 @@ fn dedupe(stances: &mut Vec<StanceObservation>) {
             .cmp(&(&b.topic, &b.issue, &b.actor, b.stance))
             .then(b.confidence.total_cmp(&a.confidence))
     });
-    stances.dedup_by(|b, a| a.topic == b.topic && a.issue == b.issue && a.actor == b.actor && a.stance == b.stance);
+    stances.dedup_by(|b, a| {
+        a.topic == b.topic && a.issue == b.issue && a.actor == b.actor && a.stance == b.stance
+    });
     stances.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
 }

@@ -110,11 +110,17 @@ impl TopicRules {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !(0.0..=1.0).contains(&self.threshold) {
-            out.push(format!("topic {}: threshold must be between 0 and 1", self.id));
+            out.push(format!(
+                "topic {}: threshold must be between 0 and 1",
+                self.id
+            ));
         }
         for name in self.require.iter().chain(&self.exclude) {
             if !self.groups.contains_key(name) {
-                out.push(format!("topic {}: group `{name}` is named in require/exclude but not defined", self.id));
+                out.push(format!(
+                    "topic {}: group `{name}` is named in require/exclude but not defined",
+                    self.id
+                ));
             }
         }
         let mut terms: Vec<(&str, &String)> = Vec::new();
@@ -125,20 +131,37 @@ impl TopicRules {
             terms.extend(a.aliases.iter().map(|t| (a.id.as_str(), t)));
         }
         for i in &self.issues {
-            for t in i.terms.iter().chain(&i.support).chain(&i.oppose).chain(&i.neutral) {
+            for t in i
+                .terms
+                .iter()
+                .chain(&i.support)
+                .chain(&i.oppose)
+                .chain(&i.neutral)
+            {
                 terms.push((i.id.as_str(), t));
             }
         }
         for (owner, term) in terms {
             let (_, body) = split_lang(term);
             if crate::detect::text::tokens(body.trim_end_matches('*')).is_empty() {
-                out.push(format!("topic {}: `{owner}` has an empty term {term:?}", self.id));
+                out.push(format!(
+                    "topic {}: `{owner}` has an empty term {term:?}",
+                    self.id
+                ));
             }
         }
         let mut seen = std::collections::HashSet::new();
-        for id in self.actors.iter().map(|a| &a.id).chain(self.issues.iter().map(|i| &i.id)) {
+        for id in self
+            .actors
+            .iter()
+            .map(|a| &a.id)
+            .chain(self.issues.iter().map(|i| &i.id))
+        {
             if !seen.insert(id) {
-                out.push(format!("topic {}: actor or issue id `{id}` is defined twice", self.id));
+                out.push(format!(
+                    "topic {}: actor or issue id `{id}` is defined twice",
+                    self.id
+                ));
             }
         }
         out
@@ -148,7 +171,9 @@ impl TopicRules {
 /// "es:EU" → (Some("es"), "EU"); "cartel*" → (None, "cartel*").
 pub fn split_lang(term: &str) -> (Option<&str>, &str) {
     match term.split_once(':') {
-        Some((lang, rest)) if lang.len() == 2 && lang.chars().all(|c| c.is_ascii_lowercase()) => (Some(lang), rest),
+        Some((lang, rest)) if lang.len() == 2 && lang.chars().all(|c| c.is_ascii_lowercase()) => {
+            (Some(lang), rest)
+        }
         _ => (None, term),
     }
 }

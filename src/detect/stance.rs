@@ -51,31 +51,55 @@ fn party(hit: &Hit<'_>) -> Option<Party> {
 /// "suspends the transfer"): the first cue governs, the second is not read alone.
 const GOVERNED_REACH: usize = 3;
 
-pub(super) fn read(actor_count: usize, tokens: &[Token], hits: &[Hit<'_>], is_title: bool) -> Vec<Observation> {
+pub(super) fn read(
+    actor_count: usize,
+    tokens: &[Token],
+    hits: &[Hit<'_>],
+    is_title: bool,
+) -> Vec<Observation> {
     let breaks = clause_breaks(tokens, hits);
     let clause_of = |pos: usize| breaks.partition_point(|&b| b <= pos);
-    let all_parties: Vec<(Hit<'_>, Party)> = longest(hits.iter().filter_map(|h| party(h).map(|p| (*h, p))).collect());
+    let all_parties: Vec<(Hit<'_>, Party)> = longest(
+        hits.iter()
+            .filter_map(|h| party(h).map(|p| (*h, p)))
+            .collect(),
+    );
     // A name right after a preposition is an object ("strikes in Mexico"), not a subject.
     let parties: Vec<(Hit<'_>, Party)> = all_parties
         .iter()
         .copied()
         .filter(|(p, _)| {
-            !hits.iter().any(|h| h.meaning.role == Role::Preposition && h.end < p.start && p.start - h.end <= 2)
+            !hits.iter().any(|h| {
+                h.meaning.role == Role::Preposition && h.end < p.start && p.start - h.end <= 2
+            })
         })
         .collect();
     let speaker = speaker(tokens, hits, &parties);
 
-    let cues: Vec<Hit<'_>> = longest_hits(hits.iter().filter(|h| matches!(h.meaning.role, Role::Cue(..))).copied().collect());
+    let cues: Vec<Hit<'_>> = longest_hits(
+        hits.iter()
+            .filter(|h| matches!(h.meaning.role, Role::Cue(..)))
+            .copied()
+            .collect(),
+    );
     let mut out = Vec::new();
     let mut last_cue_end: Option<usize> = None;
     for cue in &cues {
-        let Role::Cue(mut stance, own_issue) = cue.meaning.role else { continue };
+        let Role::Cue(mut stance, own_issue) = cue.meaning.role else {
+            continue;
+        };
         // A cue inside a party's name ("Defense" in "Defense Secretary") is not a cue.
-        if all_parties.iter().any(|(p, _)| p.start <= cue.start && cue.end <= p.end) {
+        if all_parties
+            .iter()
+            .any(|(p, _)| p.start <= cue.start && cue.end <= p.end)
+        {
             continue;
         }
-        let governed = last_cue_end
-            .is_some_and(|end| end < cue.start && cue.start - end <= GOVERNED_REACH && clause_of(end) == clause_of(cue.start));
+        let governed = last_cue_end.is_some_and(|end| {
+            end < cue.start
+                && cue.start - end <= GOVERNED_REACH
+                && clause_of(end) == clause_of(cue.start)
+        });
         last_cue_end = Some(cue.end);
         if governed {
             continue;
@@ -114,7 +138,10 @@ pub(super) fn read(actor_count: usize, tokens: &[Token], hits: &[Hit<'_>], is_ti
         if let Some((i, (subject, _))) = in_clause {
             if let Some((other, p)) = i.checked_sub(1).and_then(|j| parties.get(j)) {
                 let joined = hits.iter().any(|h| {
-                    h.meaning.role == Role::Conjunction && h.start > other.end && h.end < subject.start && subject.start - other.end <= 2
+                    h.meaning.role == Role::Conjunction
+                        && h.start > other.end
+                        && h.end < subject.start
+                        && subject.start - other.end <= 2
                 });
                 if joined {
                     who.push(*p);
@@ -127,7 +154,16 @@ pub(super) fn read(actor_count: usize, tokens: &[Token], hits: &[Hit<'_>], is_ti
         let actors: Vec<usize> = if who.contains(&Party::All) {
             (0..actor_count).collect()
         } else {
-            let mut a: Vec<usize> = who.iter().filter_map(|p| if let Party::Actor(a) = p { Some(*a) } else { None }).collect();
+            let mut a: Vec<usize> = who
+                .iter()
+                .filter_map(|p| {
+                    if let Party::Actor(a) = p {
+                        Some(*a)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             a.dedup();
             a
         };
@@ -137,18 +173,32 @@ pub(super) fn read(actor_count: usize, tokens: &[Token], hits: &[Hit<'_>], is_ti
             None => {
                 let after = hits
                     .iter()
-                    .filter(|h| matches!(h.meaning.role, Role::Issue(_)) && h.start > cue.end && h.start - cue.end <= ISSUE_REACH_AFTER)
+                    .filter(|h| {
+                        matches!(h.meaning.role, Role::Issue(_))
+                            && h.start > cue.end
+                            && h.start - cue.end <= ISSUE_REACH_AFTER
+                    })
                     .min_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
                 let before = || {
                     hits.iter()
-                        .filter(|h| matches!(h.meaning.role, Role::Issue(_)) && h.end < cue.start && clause_of(h.end) == clause_of(cue.start))
+                        .filter(|h| {
+                            matches!(h.meaning.role, Role::Issue(_))
+                                && h.end < cue.start
+                                && clause_of(h.end) == clause_of(cue.start)
+                        })
                         .max_by_key(|h| (h.end, h.end - h.start))
                 };
                 match after.or_else(before) {
                     Some(h) => {
-                        let Role::Issue(i) = h.meaning.role else { continue };
+                        let Role::Issue(i) = h.meaning.role else {
+                            continue;
+                        };
                         cue_words.push(h.meaning.term.clone());
-                        let gap = if h.start > cue.end { h.start - cue.end } else { cue.start - h.end };
+                        let gap = if h.start > cue.end {
+                            h.start - cue.end
+                        } else {
+                            cue.start - h.end
+                        };
                         (i, if gap <= 4 { 0.15 } else { 0.05 })
                     }
                     None => continue,
@@ -158,7 +208,8 @@ pub(super) fn read(actor_count: usize, tokens: &[Token], hits: &[Hit<'_>], is_ti
         let base: f64 = if stance == Stance::Neutral { 0.45 } else { 0.5 };
         // The headline states the story's main point; a lead's sentence often a side one.
         let headline = if is_title { 0.05 } else { 0.0 };
-        let confidence = ((base + closeness + nearness + headline).min(0.95) * 100.0).round() / 100.0;
+        let confidence =
+            ((base + closeness + nearness + headline).min(0.95) * 100.0).round() / 100.0;
         for actor in actors {
             out.push(Observation {
                 issue,
@@ -179,7 +230,11 @@ fn clause_breaks(tokens: &[Token], hits: &[Hit<'_>]) -> Vec<usize> {
         .enumerate()
         .filter(|(_, t)| t.is_mark())
         .map(|(i, _)| i)
-        .chain(hits.iter().filter(|h| h.meaning.role == Role::ClauseBreak).map(|h| h.start))
+        .chain(
+            hits.iter()
+                .filter(|h| h.meaning.role == Role::ClauseBreak)
+                .map(|h| h.start),
+        )
         .collect();
     breaks.sort_unstable();
     breaks.dedup();
@@ -219,7 +274,11 @@ fn longest_hits<'m>(hits: Vec<Hit<'m>>) -> Vec<Hit<'m>> {
             })
         })
         .collect();
-    hits.into_iter().zip(keep).filter(|(_, k)| *k).map(|(h, _)| h).collect()
+    hits.into_iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(h, _)| h)
+        .collect()
 }
 
 fn longest<'m>(parties: Vec<(Hit<'m>, Party)>) -> Vec<(Hit<'m>, Party)> {
@@ -227,6 +286,9 @@ fn longest<'m>(parties: Vec<(Hit<'m>, Party)>) -> Vec<(Hit<'m>, Party)> {
     let kept = longest_hits(hits);
     parties
         .into_iter()
-        .filter(|(h, _)| kept.iter().any(|k| k.start == h.start && k.end == h.end && std::ptr::eq(k.meaning, h.meaning)))
+        .filter(|(h, _)| {
+            kept.iter()
+                .any(|k| k.start == h.start && k.end == h.end && std::ptr::eq(k.meaning, h.meaning))
+        })
         .collect()
 }

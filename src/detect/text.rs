@@ -48,7 +48,13 @@ pub fn tokens(text: &str) -> Vec<Token> {
         } else {
             flush(&mut word, &mut out);
             if matches!(c, ',' | ';' | ':' | '—' | '–') {
-                let mark = if c == ':' { ":" } else if c == ';' { ";" } else { "," };
+                let mark = if c == ':' {
+                    ":"
+                } else if c == ';' {
+                    ";"
+                } else {
+                    ","
+                };
                 out.push(Token {
                     folded: mark.to_string(),
                     upper: false,
@@ -62,8 +68,8 @@ pub fn tokens(text: &str) -> Vec<Token> {
 
 /// Words that end with a period without ending a sentence.
 const ABBREVIATIONS: &[&str] = &[
-    "u.s", "ee.uu", "e.u", "mr", "mrs", "ms", "dr", "gen", "sen", "rep", "gov", "st", "no", "lt", "col", "sr", "sra",
-    "lic", "jr", "u.n", "a.m", "p.m", "vs", "etc",
+    "u.s", "ee.uu", "e.u", "mr", "mrs", "ms", "dr", "gen", "sen", "rep", "gov", "st", "lt", "col",
+    "sr", "sra", "lic", "jr", "u.n", "a.m", "p.m", "vs", "etc",
 ];
 
 /// Splits a lead into sentences at . ! ? followed by a space and a capital, a digit or
@@ -80,10 +86,17 @@ pub fn sentences(text: &str) -> Vec<&str> {
         let next = chars.get(i + 1).map(|x| x.1);
         let after = chars.get(i + 2).map(|x| x.1);
         if next.is_some_and(|n| n.is_whitespace())
-            && after.is_some_and(|a| a.is_uppercase() || a.is_ascii_digit() || matches!(a, '"' | '\'' | '“' | '‘' | '¿' | '¡'))
+            && after.is_some_and(|a| {
+                a.is_uppercase()
+                    || a.is_ascii_digit()
+                    || matches!(a, '"' | '\'' | '“' | '‘' | '¿' | '¡')
+            })
         {
             if c == '.' {
-                let word_start = text[..at].rfind(|ch: char| ch.is_whitespace()).map(|p| p + 1).unwrap_or(0);
+                let word_start = text[..at]
+                    .rfind(|ch: char| ch.is_whitespace())
+                    .map(|p| p + 1)
+                    .unwrap_or(0);
                 let word = text[word_start..at].to_lowercase();
                 let word = word.trim_start_matches(['(', '"', '\'']);
                 if word.chars().count() == 1 || ABBREVIATIONS.contains(&word) {
@@ -111,14 +124,33 @@ mod tests {
 
     #[test]
     fn folding_drops_case_and_accents() {
-        assert_eq!(fold("Intervención SOBERANÍA México"), "intervencion soberania mexico");
+        assert_eq!(
+            fold("Intervención SOBERANÍA México"),
+            "intervencion soberania mexico"
+        );
     }
 
     #[test]
     fn tokens_keep_clause_marks_and_capitals() {
         let t = tokens("Sheinbaum: the U.S. won't send troops, US says");
         let words: Vec<&str> = t.iter().map(|t| t.folded.as_str()).collect();
-        assert_eq!(words, ["sheinbaum", ":", "the", "u", "s", "won", "t", "send", "troops", ",", "us", "says"]);
+        assert_eq!(
+            words,
+            [
+                "sheinbaum",
+                ":",
+                "the",
+                "u",
+                "s",
+                "won",
+                "t",
+                "send",
+                "troops",
+                ",",
+                "us",
+                "says"
+            ]
+        );
         assert!(t[10].upper);
         assert!(!t[2].upper);
     }
@@ -126,6 +158,15 @@ mod tests {
     #[test]
     fn sentences_split_on_full_stops_but_not_abbreviations() {
         let s = sentences("U.S. officials met on Monday. Mexico said no. Sen. Smith disagreed. ¿Habrá acuerdo? Nadie sabe.");
-        assert_eq!(s, ["U.S. officials met on Monday.", "Mexico said no.", "Sen. Smith disagreed.", "¿Habrá acuerdo?", "Nadie sabe."]);
+        assert_eq!(
+            s,
+            [
+                "U.S. officials met on Monday.",
+                "Mexico said no.",
+                "Sen. Smith disagreed.",
+                "¿Habrá acuerdo?",
+                "Nadie sabe."
+            ]
+        );
     }
 }

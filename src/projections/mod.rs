@@ -7,6 +7,7 @@
 //! incremental processing give the same rows.
 
 mod articles;
+mod detections;
 mod feeds;
 
 use rusqlite::{OptionalExtension, Transaction};
@@ -15,6 +16,7 @@ use crate::events::Event;
 use crate::store::{EventStore, StoreError, StoredEvent};
 
 pub use articles::{ArticleRow, Articles};
+pub use detections::Detections;
 pub use feeds::{FeedHealth, FeedHealthRow};
 
 /// Events applied per transaction: bounds memory and the length of the writer's lock.
@@ -37,7 +39,11 @@ pub trait Projection: Send + Sync {
 
 /// Every projection vigia keeps, in the order they are applied.
 pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(FeedHealth), Box::new(Articles)]
+    vec![
+        Box::new(FeedHealth),
+        Box::new(Articles),
+        Box::new(Detections),
+    ]
 }
 
 /// Brings every projection up to the head of the log. Returns how many events were applied.

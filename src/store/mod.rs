@@ -24,6 +24,7 @@ use crate::events::{DecodeError, Event};
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0001_events.sql")),
     M::up(include_str!("../../migrations/0002_projections.sql")),
+    M::up(include_str!("../../migrations/0003_detection.sql")),
 ];
 
 /// How long a connection waits for another process's lock before giving up.
