@@ -76,6 +76,42 @@ fn revised(feed: &str, id: &str, revision: u32) -> Event {
     })
 }
 
+fn classified(feed: &str, id: &str, rules: u32) -> Event {
+    Event::ArticleClassified(vigia::events::ArticleClassified {
+        article_id: id.into(),
+        feed: feed.into(),
+        content_hash: format!("h-{id}"),
+        rules_hash: format!("rules-{rules}"),
+        topics: if rules == 0 {
+            vec![]
+        } else {
+            vec![vigia::events::TopicScore {
+                id: "us-mx-security".into(),
+                score: 0.5 + f64::from(rules) / 10.0,
+                matched: vec!["Mexico".into()],
+            }]
+        },
+    })
+}
+
+fn observed(feed: &str, id: &str, oppose: bool) -> Event {
+    Event::StanceObserved(vigia::events::StanceObserved {
+        article_id: id.into(),
+        feed: feed.into(),
+        topic: "us-mx-security".into(),
+        issue: "us_military_action".into(),
+        actor: "mx_gov".into(),
+        stance: if oppose { "oppose" } else { "support" }.into(),
+        confidence: 0.8,
+        evidence: format!("{id} says so."),
+        cues: vec!["rejects".into()],
+        rules_hash: "rules-1".into(),
+        url: None,
+        outlet: Some("Outlet".into()),
+        published: None,
+    })
+}
+
 #[test]
 fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
     let dir = Dir::new();
@@ -237,7 +273,14 @@ fn replay_equals_incremental() {
                         }
                     }
                 }
-                _ => polled(feed, 0),
+                8 => {
+                    let id = format!("{feed}-{}", rng.u32(..400));
+                    classified(feed, &id, rng.u32(..3))
+                }
+                _ => {
+                    let id = format!("{feed}-{}", rng.u32(..400));
+                    observed(feed, &id, rng.bool())
+                }
             };
             batch.push(NewEvent::new(format!("s-{feed}"), event));
         }

@@ -4,5 +4,6 @@
 mod util;
 
 mod config_check;
+mod detect;
 mod event_store;
 mod ingest;

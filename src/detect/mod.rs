@@ -11,7 +11,7 @@ pub mod rules;
 mod stance;
 pub mod text;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
@@ -319,12 +319,15 @@ impl Detector {
         let mut result = Classification::default();
         for (t, topic) in self.topics.iter().enumerate() {
             let mut matched_groups = vec![false; topic.group_names.len()];
-            let mut matched_terms = BTreeSet::new();
+            // Spellings that fold alike ("Mexico", "México") are one matched term.
+            let mut matched_terms: BTreeMap<String, String> = BTreeMap::new();
             for hit in hits.iter().flatten().filter(|h| h.meaning.topic == t) {
                 if let Role::Group(g) = hit.meaning.role {
                     matched_groups[g] = true;
                     if !topic.excluded.contains(&g) {
-                        matched_terms.insert(hit.meaning.term.clone());
+                        matched_terms
+                            .entry(text::fold(&hit.meaning.term))
+                            .or_insert_with(|| hit.meaning.term.clone());
                     }
                 }
             }
@@ -351,7 +354,7 @@ impl Detector {
             result.topics.push(TopicMatch {
                 id: topic.rules.id.clone(),
                 score: (score * 1000.0).round() / 1000.0,
-                matched: matched_terms.into_iter().collect(),
+                matched: matched_terms.into_values().collect(),
             });
             for (n, ((sentence, tokens), sentence_hits)) in analysed.iter().zip(&hits).enumerate() {
                 let topic_hits: Vec<Hit<'_>> = sentence_hits

@@ -141,7 +141,7 @@ pub(super) fn read(
                     h.meaning.role == Role::Conjunction
                         && h.start > other.end
                         && h.end < subject.start
-                        && subject.start - other.end <= 2
+                        && subject.start - other.end <= 3
                 });
                 if joined {
                     who.push(*p);

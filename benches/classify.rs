@@ -1,0 +1,84 @@
+//! Detection throughput: headline-plus-lead articles through `Detector::classify`
+//! (topics and stances) on one core, with the shipped rules.
+//! Run: cargo bench --bench classify
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vigia::config::Config;
+use vigia::detect::{ArticleText, Detector};
+
+/// Articles written for the benchmark: a mix of on-topic and off-topic, two languages.
+fn articles() -> Vec<(String, String, &'static str)> {
+    let subjects = [
+        "Mexico",
+        "The White House",
+        "Sheinbaum",
+        "The Pentagon",
+        "La cancillería",
+        "El gobierno de Estados Unidos",
+        "The city council",
+        "Brazil",
+    ];
+    let verbs = [
+        "rejects", "welcomes", "weighs", "rechaza", "suspends", "acepta", "approves", "condemns",
+    ];
+    let objects = [
+        "US military strikes on cartel labs",
+        "a joint plan to trace smuggled rifles",
+        "la intervención militar en territorio mexicano",
+        "the extradition of a cartel financier",
+        "a new budget for public parks",
+        "sanctions on its supreme court",
+    ];
+    let leads = [
+        "Officials said on Tuesday that the decision followed weeks of talks, while critics warned it would not stop the violence.",
+        "La presidenta afirmó en su conferencia matutina que la soberanía no se negocia y que la cooperación seguirá sin subordinación.",
+        "The measure, announced after a phone call between the two leaders, covers intelligence sharing and border inspections.",
+        "The council voted eight to three; the park will open next spring with new lighting and paths.",
+    ];
+    let mut out = Vec::new();
+    for (i, s) in subjects.iter().enumerate() {
+        for (j, v) in verbs.iter().enumerate() {
+            for (k, o) in objects.iter().enumerate() {
+                let lead = leads[(i + j + k) % leads.len()];
+                let lang = if v.ends_with('a') || s.starts_with("El") || s.starts_with("La") {
+                    "es"
+                } else {
+                    "en"
+                };
+                out.push((format!("{s} {v} {o}"), lead.to_string(), lang));
+            }
+        }
+    }
+    out
+}
+
+fn classify(c: &mut Criterion) {
+    let config = Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/vigia.toml"
+    )))
+    .unwrap();
+    let detector = Detector::new(&config.topics).unwrap();
+    let articles = articles();
+    let mut group = c.benchmark_group("classify");
+    group.throughput(Throughput::Elements(articles.len() as u64));
+    group.bench_function(format!("{} headline+lead articles", articles.len()), |b| {
+        b.iter(|| {
+            let mut stances = 0;
+            for (title, summary, lang) in &articles {
+                let r = detector.classify(&ArticleText {
+                    title,
+                    summary,
+                    content: "",
+                    lang: Some(lang),
+                });
+                stances += r.stances.len();
+            }
+            stances
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, classify);
+criterion_main!(benches);

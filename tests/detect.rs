@@ -1,0 +1,393 @@
+//! Detection rules, in English and Spanish, on examples written for these tests:
+//! relevance, attribution, negation and modality, and the traps (the wrong subject,
+//! "does not rule out", other countries' stories with the same words).
+
+use vigia::config::Config;
+use vigia::detect::{ArticleText, Classification, Detector, Stance};
+
+fn detector() -> Detector {
+    let config = Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/vigia.toml"
+    )))
+    .expect("the shipped config loads");
+    Detector::new(&config.topics).expect("the shipped rules compile")
+}
+
+fn classify(lang: &str, title: &str, summary: &str) -> Classification {
+    detector().classify(&ArticleText {
+        title,
+        summary,
+        content: "",
+        lang: Some(lang),
+    })
+}
+
+fn relevant(c: &Classification) -> bool {
+    c.topics.iter().any(|t| t.id == "us-mx-security")
+}
+
+/// The most confident stance for a pair, as eval reads it.
+fn stance(c: &Classification, issue: &str, actor: &str) -> Option<Stance> {
+    c.stances
+        .iter()
+        .filter(|s| s.issue == issue && s.actor == actor)
+        .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+        .map(|s| s.stance)
+}
+
+const MIL: &str = "us_military_action";
+const COOP: &str = "security_cooperation";
+
+#[test]
+fn english_refusal_of_us_troops_is_mexican_opposition() {
+    let c = classify(
+        "en",
+        "Mexico will not let American soldiers operate on its territory, minister says",
+        "The foreign minister said the government would never accept foreign troops on Mexican soil.",
+    );
+    assert!(relevant(&c));
+    assert_eq!(stance(&c, MIL, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+    assert_eq!(
+        stance(&c, MIL, "us_gov"),
+        None,
+        "the US is the object, not the subject: {c:#?}"
+    );
+}
+
+#[test]
+fn spanish_without_accents_reads_the_same() {
+    let c = classify(
+        "es",
+        "El gobierno de Mexico no permitira tropas estadounidenses en territorio nacional",
+        "La presidenta dijo que la soberania no se negocia.",
+    );
+    assert!(relevant(&c));
+    assert!(
+        c.topics[0]
+            .matched
+            .iter()
+            .any(|m| m.to_lowercase().contains("sober")),
+        "{:?}",
+        c.topics
+    );
+    assert_eq!(stance(&c, MIL, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+}
+
+#[test]
+fn a_headline_speaker_owns_the_cue_after_the_colon() {
+    let c = classify("es", "Sheinbaum: no habrá tropas extranjeras en México", "");
+    assert_eq!(stance(&c, MIL, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+}
+
+#[test]
+fn washington_threatening_strikes_is_us_support() {
+    let c = classify(
+        "en",
+        "Washington threatens strikes on cartel leaders inside Mexico",
+        "A White House official said the president was prepared to use force.",
+    );
+    assert_eq!(stance(&c, MIL, "us_gov"), Some(Stance::Support), "{c:#?}");
+    let c = classify(
+        "es",
+        "La Casa Blanca amenaza con atacar a los cárteles en territorio mexicano",
+        "",
+    );
+    assert_eq!(stance(&c, MIL, "us_gov"), Some(Stance::Support), "{c:#?}");
+}
+
+#[test]
+fn weighing_an_action_is_neutral_not_support() {
+    let c = classify(
+        "en",
+        "Pentagon weighs sending special forces against cartels in Mexico",
+        "",
+    );
+    assert_eq!(stance(&c, MIL, "us_gov"), Some(Stance::Neutral), "{c:#?}");
+}
+
+#[test]
+fn trap_us_rejecting_a_mexican_request_is_not_mexican_opposition() {
+    let c = classify(
+        "en",
+        "US rejects Mexico's request to share files on an arms smuggling case",
+        "The Justice Department turned down the request from Mexico's attorney general.",
+    );
+    assert_ne!(stance(&c, MIL, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+    assert_ne!(stance(&c, COOP, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+}
+
+#[test]
+fn trap_not_ruling_out_help_is_not_opposition() {
+    let c = classify(
+        "en",
+        "Mexico does not rule out US help to trace smuggled weapons",
+        "",
+    );
+    assert!(relevant(&c));
+    for issue in [MIL, COOP] {
+        assert_ne!(stance(&c, issue, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+    }
+    let c = classify(
+        "es",
+        "México no descarta pedir ayuda a Estados Unidos para rastrear armas",
+        "",
+    );
+    for issue in [MIL, COOP] {
+        assert_ne!(stance(&c, issue, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+    }
+}
+
+#[test]
+fn trap_other_countries_stories_are_not_relevant() {
+    for (lang, title, summary) in [
+        (
+            "en",
+            "Colombia condemns US strikes on boats as a breach of its sovereignty",
+            "Bogotá recalled its ambassador from Washington.",
+        ),
+        (
+            "es",
+            "Venezuela rechaza la intervención militar de Estados Unidos y defiende su soberanía",
+            "Caracas denunció el despliegue de buques estadounidenses.",
+        ),
+        (
+            "en",
+            "Honduras extradites two alleged traffickers to the United States",
+            "The men face drug charges in Miami.",
+        ),
+    ] {
+        let c = classify(lang, title, summary);
+        assert!(!relevant(&c), "{title}: {c:#?}");
+    }
+}
+
+#[test]
+fn trap_mexican_news_without_a_us_security_angle_is_not_relevant() {
+    for (lang, title, summary) in [
+        (
+            "en",
+            "Mexican army clashes with gunmen in Zacatecas",
+            "Soldiers returned fire; the defence ministry said no troops died.",
+        ),
+        (
+            "en",
+            "US and Mexico settle a dispute over avocado inspections",
+            "Trucks resumed crossing after new plant-health checks.",
+        ),
+        (
+            "es",
+            "México vence a Estados Unidos en amistoso de fútbol",
+            "El equipo nacional ganó dos a uno en Texas.",
+        ),
+        (
+            "en",
+            "Cartels told us they fear nothing, a resident of the town said",
+            "Violence has displaced hundreds of families.",
+        ),
+    ] {
+        let c = classify(lang, title, summary);
+        assert!(!relevant(&c), "{title}: {c:#?}");
+    }
+}
+
+#[test]
+fn extraditions_and_suspensions_are_cooperation() {
+    let c = classify(
+        "en",
+        "Mexico extradites a cartel accountant to the United States",
+        "",
+    );
+    assert_eq!(stance(&c, COOP, "mx_gov"), Some(Stance::Support), "{c:#?}");
+    let c = classify(
+        "en",
+        "Mexico suspends intelligence sharing with US agencies after a leak",
+        "",
+    );
+    assert_eq!(stance(&c, COOP, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+    let c = classify(
+        "es",
+        "Estados Unidos suspende la ayuda en seguridad a México",
+        "",
+    );
+    assert_eq!(stance(&c, COOP, "us_gov"), Some(Stance::Oppose), "{c:#?}");
+}
+
+#[test]
+fn two_subjects_joined_by_and_both_take_the_stance() {
+    let c = classify(
+        "en",
+        "Mexico and the United States agree to share intelligence on fentanyl",
+        "",
+    );
+    assert_eq!(stance(&c, COOP, "mx_gov"), Some(Stance::Support), "{c:#?}");
+    assert_eq!(stance(&c, COOP, "us_gov"), Some(Stance::Support), "{c:#?}");
+}
+
+#[test]
+fn every_stance_names_a_sentence_of_the_article() {
+    let title = "Sheinbaum rejects US military action against cartels";
+    let summary = "The president said on Monday that Mexico will cooperate on intelligence. She spoke in Mexico City.";
+    let c = classify("en", title, summary);
+    assert!(!c.stances.is_empty());
+    for s in &c.stances {
+        assert!(
+            s.evidence == title || summary.contains(&s.evidence),
+            "evidence is a sentence: {:?}",
+            s.evidence
+        );
+        assert!((0.0..=1.0).contains(&s.confidence));
+    }
+}
+
+#[test]
+fn a_new_topic_needs_only_config() {
+    let text = r#"
+[[topic]]
+id = "water"
+require = ["rivers", "treaty"]
+[topic.groups.rivers]
+terms = ["Rio Grande", "río Bravo", "Colorado River"]
+[topic.groups.treaty]
+terms = ["treaty", "tratado", "deliveries", "entregas de agua"]
+"#;
+    let config = Config::parse(std::path::Path::new("water.toml"), text).expect("a valid topic");
+    let detector = Detector::new(&config.topics).unwrap();
+    let hit = detector.classify(&ArticleText {
+        title: "Tensions over Rio Grande deliveries under the 1944 treaty",
+        ..Default::default()
+    });
+    assert_eq!(hit.topics.len(), 1);
+    assert_eq!(hit.topics[0].id, "water");
+    let miss = detector.classify(&ArticleText {
+        title: "Mexico and the US sign a security agreement",
+        ..Default::default()
+    });
+    assert!(miss.topics.is_empty());
+}
+
+mod pipeline {
+    //! Detection inside the pipeline, through the real binary: each ingested article
+    //! gets a classification event and its stances; a rules change is applied to
+    //! stored history by `vigia replay --reclassify` without refetching.
+
+    use crate::util::{count_kind, events, rss, vigia_ok, Dir, FeedServer};
+
+    fn shipped_topics() -> String {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/vigia.toml"))
+                .unwrap();
+        text[text.find("[[topic]]").unwrap()..].to_string()
+    }
+
+    fn write_config(dir: &Dir, url: &str, topics: &str) {
+        dir.write(
+            "vigia.toml",
+            &format!(
+                "[daemon]\ndatabase = \"vigia.db\"\n\n[mail]\ntransport = \"file\"\ndir = \"outbox\"\n\n[[feed]]\nid = \"wire\"\nurl = \"{url}\"\nlang = \"en\"\n\n{topics}"
+            ),
+        );
+    }
+
+    #[test]
+    fn ingested_articles_are_classified_and_reclassified_from_the_log() {
+        let dir = Dir::new();
+        let server = FeedServer::start();
+        server.feed(
+            "wire.xml",
+            rss(
+                "Wire",
+                &[
+                    (
+                        "1",
+                        "Mexico rejects US military strikes against cartels on its soil",
+                        "The president said Mexico would not accept foreign troops.",
+                    ),
+                    (
+                        "2",
+                        "City council approves a new park",
+                        "The park opens next spring.",
+                    ),
+                ],
+            ),
+            "application/rss+xml",
+        );
+        write_config(&dir, &server.url("wire.xml"), &shipped_topics());
+        vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
+        let first = events(&dir);
+        assert_eq!(
+            count_kind(&first, "ArticleClassified"),
+            2,
+            "one reading per article"
+        );
+        let observed: Vec<_> = first
+            .iter()
+            .filter(|e| e["kind"] == "StanceObserved")
+            .collect();
+        assert!(
+            observed
+                .iter()
+                .any(|e| e["payload"]["actor"] == "mx_gov" && e["payload"]["stance"] == "oppose"),
+            "{observed:?}"
+        );
+        let rules_before = first
+            .iter()
+            .find(|e| e["kind"] == "ArticleClassified")
+            .unwrap()["payload"]["rules_hash"]
+            .clone();
+
+        // Reclassifying under the same rules records nothing new.
+        vigia_ok(&["--config", "vigia.toml", "replay", "--reclassify"], &dir);
+        assert_eq!(count_kind(&events(&dir), "ArticleClassified"), 2);
+
+        // A new topic that matches the park story; history is read again, not refetched.
+        let requests = server.stats(|s| s.requests);
+        let parks = "\n[[topic]]\nid = \"parks\"\nrequire = [\"parks\"]\n[topic.groups.parks]\nterms = [\"park\", \"parks\"]\n";
+        write_config(
+            &dir,
+            &server.url("wire.xml"),
+            &format!("{}{parks}", shipped_topics()),
+        );
+        let out = vigia_ok(&["--config", "vigia.toml", "replay", "--reclassify"], &dir);
+        assert!(out.contains("2 new readings"), "{out}");
+        assert_eq!(server.stats(|s| s.requests), requests, "no refetch");
+        let after = events(&dir);
+        assert_eq!(
+            count_kind(&after, "ArticleClassified"),
+            4,
+            "earlier classifications stay in the log"
+        );
+        let park = after
+            .iter()
+            .rfind(|e| e["kind"] == "ArticleClassified")
+            .unwrap();
+        assert_ne!(park["payload"]["rules_hash"], rules_before);
+        let topics: Vec<&str> = after
+            .iter()
+            .filter(|e| {
+                e["kind"] == "ArticleClassified" && e["payload"]["rules_hash"] != rules_before
+            })
+            .flat_map(|e| {
+                e["payload"]["topics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["id"].as_str().unwrap())
+            })
+            .collect();
+        assert!(
+            topics.contains(&"parks") && topics.contains(&"us-mx-security"),
+            "{topics:?}"
+        );
+        // The projection holds the latest reading only.
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        let parks: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM article_topics WHERE topic = 'parks'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(parks, 1);
+    }
+}
