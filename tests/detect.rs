@@ -245,7 +245,13 @@ fn a_new_topic_needs_only_config() {
     let text = r#"
 [[topic]]
 id = "water"
-require = ["rivers", "treaty"]
+require = ["rivers"]
+require_any = ["treaty", "drought"]
+exclude = ["sport"]
+[topic.groups.sport]
+terms = ["regatta"]
+[topic.groups.drought]
+terms = ["drought", "sequía"]
 [topic.groups.rivers]
 terms = ["Rio Grande", "río Bravo", "Colorado River"]
 [topic.groups.treaty]
@@ -259,11 +265,26 @@ terms = ["treaty", "tratado", "deliveries", "entregas de agua"]
     });
     assert_eq!(hit.topics.len(), 1);
     assert_eq!(hit.topics[0].id, "water");
-    let miss = detector.classify(&ArticleText {
-        title: "Mexico and the US sign a security agreement",
+    let accents = detector.classify(&ArticleText {
+        title: "La sequia seca el rio Bravo",
         ..Default::default()
     });
-    assert!(miss.topics.is_empty());
+    assert_eq!(
+        accents.topics.len(),
+        1,
+        "any of treaty or drought, accents optional"
+    );
+    for title in [
+        "Mexico and the US sign a security agreement",
+        "Rio Grande regatta draws crowds despite drought",
+        "The Rio Grande at dawn",
+    ] {
+        let miss = detector.classify(&ArticleText {
+            title,
+            ..Default::default()
+        });
+        assert!(miss.topics.is_empty(), "{title}");
+    }
 }
 
 mod pipeline {

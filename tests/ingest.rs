@@ -342,3 +342,51 @@ fn an_unreachable_feed_fails_with_connect_and_does_not_stop_the_cycle() {
         Some("connect")
     );
 }
+
+#[test]
+fn the_daemon_never_polls_a_feed_that_is_still_being_polled() {
+    let dir = Dir::new();
+    let server = FeedServer::start();
+    // Each poll of this feed takes 2.5 s; the schedule asks for one every second.
+    server.set(
+        "slow.xml",
+        Route::Delayed(
+            Duration::from_millis(2500),
+            Box::new(Route::Feed {
+                body: rss("S", &[("1", "x", "y")]).into_bytes(),
+                content_type: RSS.into(),
+            }),
+        ),
+    );
+    dir.config(&[("slow", server.url("slow.xml"))], "");
+    let text = std::fs::read_to_string(dir.join("vigia.toml")).unwrap();
+    dir.write(
+        "vigia.toml",
+        &text.replace("schedule = \"*/15 * * * *\"", "schedule = \"* * * * * *\""),
+    );
+    let mut daemon = std::process::Command::new(crate::util::VIGIA)
+        .args(["--config", "vigia.toml", "run"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the second poll to start (a readiness condition, not a fixed sleep).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.stats(|s| s.requests) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peak = server.stats(|s| s.max_in_flight);
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM stops the daemon cleanly: {status}"
+    );
+    assert!(
+        server.stats(|s| s.requests) >= 2,
+        "the daemon polled on its schedule"
+    );
+    assert_eq!(peak, 1, "one poll of the feed at a time");
+}

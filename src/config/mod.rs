@@ -222,6 +222,7 @@ const TOPIC_KEYS: &[&str] = &[
     "threshold",
     "groups",
     "require",
+    "require_any",
     "exclude",
     "actors",
     "non_actors",

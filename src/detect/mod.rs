@@ -79,6 +79,7 @@ struct CompiledTopic {
     group_names: Vec<String>,
     group_weights: Vec<f64>,
     required: Vec<usize>,
+    any_of: Vec<usize>,
     excluded: Vec<usize>,
 }
 
@@ -230,6 +231,7 @@ impl Detector {
             };
             compiled.push(CompiledTopic {
                 required: position(&rules.require),
+                any_of: position(&rules.require_any),
                 excluded: position(&rules.exclude),
                 group_weights: group_names.iter().map(|n| rules.groups[n].weight).collect(),
                 group_names,
@@ -331,7 +333,8 @@ impl Detector {
                     }
                 }
             }
-            let required = topic.required.iter().all(|&g| matched_groups[g]);
+            let required = topic.required.iter().all(|&g| matched_groups[g])
+                && (topic.any_of.is_empty() || topic.any_of.iter().any(|&g| matched_groups[g]));
             let excluded = topic.excluded.iter().any(|&g| matched_groups[g]);
             let total: f64 = topic
                 .group_weights

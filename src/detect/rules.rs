@@ -25,6 +25,9 @@ pub struct TopicRules {
     /// Groups that must all match.
     #[serde(default)]
     pub require: Vec<String>,
+    /// Groups of which at least one must match.
+    #[serde(default)]
+    pub require_any: Vec<String>,
     /// Groups of which none may match.
     #[serde(default)]
     pub exclude: Vec<String>,
@@ -115,10 +118,15 @@ impl TopicRules {
                 self.id
             ));
         }
-        for name in self.require.iter().chain(&self.exclude) {
+        for name in self
+            .require
+            .iter()
+            .chain(&self.require_any)
+            .chain(&self.exclude)
+        {
             if !self.groups.contains_key(name) {
                 out.push(format!(
-                    "topic {}: group `{name}` is named in require/exclude but not defined",
+                    "topic {}: group `{name}` is named in require, require_any or exclude but not defined",
                     self.id
                 ));
             }
