@@ -77,6 +77,18 @@ pub enum Command {
     },
     /// Per-feed health: last poll, status, error streak, next due time, articles
     Feeds,
+    /// Current stance per issue and actor, since when, and the evidence
+    Stances {
+        /// Every recorded change, oldest first
+        #[arg(long)]
+        history: bool,
+    },
+    /// Digests
+    #[command(subcommand)]
+    Digest(DigestCommand),
+    /// Manage subscribers (recorded as events; works while the daemon runs)
+    #[command(subcommand)]
+    Subscribers(SubscribersCommand),
     /// JSON Lines articles on stdin → topics and stances as JSON Lines on stdout
     Classify,
     /// Score the detector against a labelled JSON Lines file
@@ -93,6 +105,36 @@ pub enum Command {
         #[arg(long)]
         verbose: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DigestCommand {
+    /// Render what would be sent now, without sending
+    Preview {
+        /// Only this subscriber's digest
+        #[arg(long, value_name = "EMAIL")]
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscribersCommand {
+    /// Every subscriber, confirmed, pending or gone
+    List,
+    /// Subscribe an address (confirmed at once: the operator vouches for it)
+    Add {
+        email: String,
+        /// A topic id (repeat for several)
+        #[arg(long = "topic", required = true)]
+        topics: Vec<String>,
+        /// "on-change", or a cron schedule for periodic digests
+        #[arg(long, default_value = "on-change")]
+        digest: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Unsubscribe an address
+    Remove { email: String },
 }
 
 /// An error in how vigia was called (exit code 2).
@@ -140,6 +182,10 @@ pub fn run(args: Args) -> Result<()> {
                     failed = report.failed,
                     new_articles = report.new_articles,
                     revised_articles = report.revised_articles,
+                    stance_changes = report.after.stance_changes,
+                    digests_queued = report.after.digests_queued,
+                    digests_sent = report.after.delivery.sent,
+                    digests_failed = report.after.delivery.failed + report.after.delivery.given_up,
                     "cycle done"
                 );
                 Ok(())
@@ -195,6 +241,21 @@ pub fn run(args: Args) -> Result<()> {
             let config = load_config(&config_path, args.db.as_deref())?;
             let store = open_store(&config)?;
             print_feeds(&config, &store)
+        }
+        Command::Stances { history } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            print_stances(&config, &store, *history)
+        }
+        Command::Digest(DigestCommand::Preview { to }) => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            preview(&config, &store, to.as_deref())
+        }
+        Command::Subscribers(cmd) => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            subscribers(&config, &store, cmd)
         }
         Command::Classify => {
             let config = load_config(&config_path, args.db.as_deref())?;
@@ -536,4 +597,209 @@ fn short_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+fn print_stances(config: &Config, store: &EventStore, history: bool) -> Result<()> {
+    use crate::projections::Stances;
+    let mut out = std::io::stdout().lock();
+    let label = |topic: &str, issue: &str, actor: &str| {
+        let rules = config.topics.iter().find(|t| t.id == topic);
+        (
+            rules
+                .map(|r| r.issue_label(issue))
+                .unwrap_or_else(|| issue.to_string()),
+            rules
+                .map(|r| r.actor_label(actor))
+                .unwrap_or_else(|| actor.to_string()),
+        )
+    };
+    if history {
+        let changes = store.read(|c| Stances::changes_since(c, 0))?;
+        if changes.is_empty() {
+            writeln!(out, "no stance has been established yet")?;
+        }
+        for c in changes {
+            let (issue_label, actor_label) = label(&c.topic, &c.issue, &c.actor);
+            writeln!(
+                out,
+                "{}  {} {} {}: {} -> {}   ({actor_label} on {issue_label}; {} {})",
+                short_time(&c.at),
+                c.topic,
+                c.issue,
+                c.actor,
+                c.from.as_deref().unwrap_or("none"),
+                c.to,
+                c.evidence.len(),
+                if c.evidence.len() == 1 {
+                    "story"
+                } else {
+                    "stories"
+                }
+            )?;
+            for e in &c.evidence {
+                writeln!(
+                    out,
+                    "      {} — {}: \"{}\"",
+                    e.outlet.as_deref().unwrap_or("?"),
+                    e.title,
+                    e.sentence
+                )?;
+            }
+        }
+        return Ok(());
+    }
+    let current = store.read(Stances::current)?;
+    writeln!(
+        out,
+        "{:<18} {:<22} {:<8} {:<8} {:<20} EVIDENCE",
+        "TOPIC", "ISSUE", "ACTOR", "STANCE", "SINCE"
+    )?;
+    for topic in &config.topics {
+        for issue in &topic.issues {
+            for actor in &topic.actors {
+                let row = current
+                    .iter()
+                    .find(|c| c.topic == topic.id && c.issue == issue.id && c.actor == actor.id);
+                match row {
+                    Some(c) => {
+                        writeln!(
+                            out,
+                            "{:<18} {:<22} {:<8} {:<8} {:<20} {} {}",
+                            topic.id,
+                            issue.id,
+                            actor.id,
+                            c.stance,
+                            short_time(&c.since),
+                            c.evidence.len(),
+                            if c.evidence.len() == 1 {
+                                "story"
+                            } else {
+                                "stories"
+                            }
+                        )?;
+                        for e in &c.evidence {
+                            writeln!(
+                                out,
+                                "    {} — {} {}\n      \"{}\"",
+                                e.outlet.as_deref().unwrap_or("?"),
+                                e.title,
+                                e.url.as_deref().unwrap_or(""),
+                                e.sentence
+                            )?;
+                        }
+                    }
+                    None => writeln!(
+                        out,
+                        "{:<18} {:<22} {:<8} {:<8}",
+                        topic.id, issue.id, actor.id, "-"
+                    )?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> Result<()> {
+    use crate::projections::Subscribers;
+    let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
+    let now = chrono::Utc::now();
+    let subs = store.read(Subscribers::confirmed)?;
+    let subs: Vec<_> = match to {
+        Some(email) => {
+            let found: Vec<_> = subs
+                .into_iter()
+                .filter(|s| s.email == email.to_lowercase())
+                .collect();
+            if found.is_empty() {
+                return Err(UsageError(format!("{email} is not a confirmed subscriber")).into());
+            }
+            found
+        }
+        None => subs,
+    };
+    let mut out = std::io::stdout().lock();
+    if subs.is_empty() {
+        writeln!(out, "no confirmed subscribers")?;
+    }
+    for sub in subs {
+        match store.read(|c| crate::digest::draft_for(c, config, &sub, now))? {
+            Some(draft) => {
+                let (text, _html) = templates.render(&draft)?;
+                writeln!(
+                    out,
+                    "To: {}\nSubject: {}\n\n{}",
+                    sub.address, draft.subject, text
+                )?;
+            }
+            None => writeln!(out, "{}: nothing to send now", sub.address)?,
+        }
+    }
+    Ok(())
+}
+
+fn subscribers(config: &Config, store: &EventStore, cmd: &SubscribersCommand) -> Result<()> {
+    use crate::projections::Subscribers;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        SubscribersCommand::List => {
+            writeln!(
+                out,
+                "{:<36} {:<12} {:<24} {:<14} VIA",
+                "EMAIL", "STATUS", "TOPICS", "DIGEST"
+            )?;
+            for s in store.read(Subscribers::all)? {
+                writeln!(
+                    out,
+                    "{:<36} {:<12} {:<24} {:<14} {}",
+                    s.address,
+                    s.status,
+                    s.topics.join(","),
+                    s.digest,
+                    s.via
+                )?;
+            }
+        }
+        SubscribersCommand::Add {
+            email,
+            topics,
+            digest,
+            name,
+        } => {
+            if !crate::config::valid_address(email) {
+                return Err(UsageError(format!("{email:?} is not an email address")).into());
+            }
+            for t in topics {
+                if !config.topics.iter().any(|c| &c.id == t) {
+                    return Err(UsageError(format!("unknown topic {t:?}")).into());
+                }
+            }
+            let digest = if digest == "on-change" {
+                crate::config::DigestMode::OnChange
+            } else {
+                crate::config::DigestMode::Every(Box::new(
+                    crate::schedule::CronSchedule::parse(digest)
+                        .map_err(|e| UsageError(format!("--digest: {e}")))?,
+                ))
+            };
+            crate::subscribers::add(
+                store,
+                &crate::config::SubscriberConfig {
+                    email: email.clone(),
+                    name: name.clone(),
+                    topics: topics.clone(),
+                    digest,
+                },
+            )?;
+            writeln!(out, "subscribed {email}")?;
+        }
+        SubscribersCommand::Remove { email } => {
+            if crate::subscribers::remove(store, email)? {
+                writeln!(out, "unsubscribed {email}")?;
+            } else {
+                return Err(UsageError(format!("{email} is not subscribed")).into());
+            }
+        }
+    }
+    Ok(())
 }

@@ -29,6 +29,7 @@ pub struct CycleReport {
     pub failed: u32,
     pub new_articles: u32,
     pub revised_articles: u32,
+    pub after: AfterReport,
 }
 
 impl CycleReport {
@@ -65,11 +66,57 @@ pub fn apply_config(config: &Config, store: &EventStore, detector: &Detector) ->
     Ok(true)
 }
 
+/// Applies the config: recorded if it changed, and its subscribers recorded as events.
+pub fn apply(config: &Config, store: &EventStore, detector: &Detector) -> Result<()> {
+    apply_config(config, store, detector)?;
+    crate::subscribers::apply_config(store, config).context("applying the config's subscribers")?;
+    Ok(())
+}
+
+/// After polling: track stances, queue the digests due, and send what the outbox
+/// holds. Each step's events are in the log before the next step reads them.
+pub async fn after_polls(config: &Config, store: &EventStore) -> Result<AfterReport> {
+    let (config, store) = (config.clone(), store.clone());
+    tokio::task::spawn_blocking(move || -> Result<AfterReport> {
+        let now = Utc::now();
+        projections::catch_up(&store)?;
+        let changes = crate::stance::track(&store, &config.tracking, now)?;
+        projections::catch_up(&store)?;
+        let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
+        let drafts = store.read(|c| crate::digest::drafts(c, &config, now))?;
+        let queued = crate::digest::queue(&store, &config, &templates, drafts, now)?;
+        projections::catch_up(&store)?;
+        let delivery = match crate::digest::mail::Mailer::new(&config) {
+            Ok(mailer) => crate::digest::mail::deliver_due(&store, &mailer, now)?,
+            Err(e) => {
+                tracing::error!(error = %e, "mail is not set up: digests stay in the outbox");
+                Default::default()
+            }
+        };
+        projections::catch_up(&store)?;
+        Ok(AfterReport {
+            stance_changes: changes.len() as u32,
+            digests_queued: queued as u32,
+            delivery,
+        })
+    })
+    .await
+    .context("the stance and digest task panicked")?
+}
+
+/// What tracking and delivery did in one cycle.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AfterReport {
+    pub stance_changes: u32,
+    pub digests_queued: u32,
+    pub delivery: crate::digest::mail::DeliveryReport,
+}
+
 /// One full cycle: every feed polled now (except those gone for good), then the
 /// projections brought up to date.
 pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport> {
     let detector = Arc::new(Detector::new(&config.topics)?);
-    apply_config(config, store, &detector)?;
+    apply(config, store, &detector)?;
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let health = store.read(FeedHealth::list)?;
     let mut tasks = JoinSet::new();
@@ -93,10 +140,7 @@ pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport
         let outcome = joined.context("a poll task panicked")??;
         report.add(&outcome);
     }
-    let store2 = store.clone();
-    tokio::task::spawn_blocking(move || projections::catch_up(&store2))
-        .await
-        .context("the projection task panicked")??;
+    report.after = after_polls(config, store).await?;
     Ok(report)
 }
 
@@ -164,6 +208,11 @@ pub fn next_due(
     Some(due)
 }
 
+/// Least time between two rounds of tracking and delivery while news comes in.
+const AFTER_POLLS_MIN_GAP: Duration = Duration::from_secs(2);
+/// Tracking and delivery also run this often with no news: retries, periodic digests.
+const AFTER_POLLS_TICK: Duration = Duration::from_secs(30);
+
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -196,7 +245,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let detector = Arc::new(Detector::new(&config.topics)?);
-    apply_config(&config, &store, &detector)?;
+    apply(&config, &store, &detector)?;
     let config = Arc::new(config);
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let mut in_flight: HashSet<String> = HashSet::new();
@@ -204,10 +253,24 @@ pub async fn run(
         JoinSet::new();
     tokio::pin!(shutdown);
     tracing::info!(feeds = config.feeds.len(), database = %config.daemon.database.display(), "vigia running");
+    // Tracking and delivery run after polls have brought news (at most every few
+    // seconds), and on a slow tick for retries and periodic digests.
+    let mut news = false;
+    let mut last_after = tokio::time::Instant::now();
     loop {
+        if (news && last_after.elapsed() >= AFTER_POLLS_MIN_GAP)
+            || last_after.elapsed() >= AFTER_POLLS_TICK
+        {
+            if let Err(e) = after_polls(&config, &store).await {
+                tracing::error!(error = %format!("{e:#}"), "stance tracking or delivery failed; retrying next cycle");
+            }
+            news = false;
+            last_after = tokio::time::Instant::now();
+        }
         let now = Utc::now();
         let health = store.read(FeedHealth::list)?;
-        let mut next_wake = now + chrono::Duration::seconds(60);
+        let mut next_wake =
+            now + chrono::Duration::from_std(AFTER_POLLS_MIN_GAP).unwrap_or_default();
         for feed in &config.feeds {
             if in_flight.contains(&feed.id) {
                 continue;
@@ -245,6 +308,7 @@ pub async fn run(
                         }
                         let s = store.clone();
                         tokio::task::spawn_blocking(move || projections::catch_up(&s)).await??;
+                        news = true;
                     }
                     Err(e) => tracing::error!(error = %e, "a poll task panicked"),
                 }

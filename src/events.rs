@@ -192,6 +192,119 @@ pub struct StanceObserved {
     pub published: Option<String>,
 }
 
+/// One piece of evidence behind a stance: a story, as one of its articles tells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub article_id: String,
+    pub story: String,
+    pub title: String,
+    #[serde(default)]
+    pub outlet: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub published: Option<String>,
+    pub sentence: String,
+    pub stance: String,
+    pub confidence: f64,
+}
+
+/// A tracked stance changed (or was first established: `from` is None).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StanceChanged {
+    pub topic: String,
+    pub issue: String,
+    pub actor: String,
+    #[serde(default)]
+    pub from: Option<String>,
+    pub to: String,
+    /// When the stance held before this change began (RFC 3339), if there was one.
+    #[serde(default)]
+    pub from_since: Option<String>,
+    /// The evidence for the new stance: distinct stories within the window.
+    pub evidence: Vec<Evidence>,
+}
+
+/// Where a subscriber came from, and how one left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionChannel {
+    Config,
+    Command,
+    Web,
+    Link,
+    OneClick,
+}
+
+/// Someone asked to subscribe (pending until confirmed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberRequested {
+    pub email: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub topics: Vec<String>,
+    /// "on-change" or a cron schedule.
+    pub digest: String,
+    pub via: SubscriptionChannel,
+}
+
+/// A subscriber who receives digests: confirmed by link, or added by the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberConfirmed {
+    pub email: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub topics: Vec<String>,
+    pub digest: String,
+    pub via: SubscriptionChannel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberUnsubscribed {
+    pub email: String,
+    pub via: SubscriptionChannel,
+}
+
+/// A message in the outbox: rendered, with its Message-ID, before any attempt to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestQueued {
+    pub digest_id: String,
+    pub to: String,
+    pub subject: String,
+    pub message_id: String,
+    pub text: String,
+    pub html: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The StanceChanged events (by seq) it reports.
+    #[serde(default)]
+    pub changes: Vec<u64>,
+    /// Why it was sent: "on-change", "periodic", "confirmation".
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestSent {
+    pub digest_id: String,
+    pub to: String,
+    pub message_id: String,
+    pub attempt: u32,
+    #[serde(default)]
+    pub response: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestFailed {
+    pub digest_id: String,
+    pub to: String,
+    pub attempt: u32,
+    /// A permanent refusal (5xx): not retried.
+    pub permanent: bool,
+    pub error: String,
+    #[serde(default)]
+    pub retry_not_before: Option<String>,
+}
+
 macro_rules! events {
     ($($kind:ident => $payload:ident @ $version:literal),+ $(,)?) => {
         /// Every kind of event vigia records.
@@ -261,6 +374,13 @@ events! {
     ArticleRevised => ArticleRevised @ 1,
     ArticleClassified => ArticleClassified @ 1,
     StanceObserved => StanceObserved @ 1,
+    StanceChanged => StanceChanged @ 1,
+    SubscriberRequested => SubscriberRequested @ 1,
+    SubscriberConfirmed => SubscriberConfirmed @ 1,
+    SubscriberUnsubscribed => SubscriberUnsubscribed @ 1,
+    DigestQueued => DigestQueued @ 1,
+    DigestSent => DigestSent @ 1,
+    DigestFailed => DigestFailed @ 1,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -48,6 +48,7 @@ pub struct Config {
     pub web: Option<WebConfig>,
     pub subscribers: Vec<SubscriberConfig>,
     pub topics: Vec<TopicConfig>,
+    pub tracking: TrackingConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +87,25 @@ impl Default for FetchLimits {
             max_body_kb: 10 * 1024,
             max_redirects: 5,
             max_backoff_s: 6 * 3600,
+        }
+    }
+}
+
+/// When a stance counts as changed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Distinct stories, from distinct outlets, needed to establish or change a stance.
+    pub min_sources: u32,
+    /// How far back evidence counts, in hours.
+    pub window_hours: u32,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig {
+            min_sources: 2,
+            window_hours: 72,
         }
     }
 }
@@ -161,6 +181,8 @@ impl Secret {
 pub struct MailConfig {
     pub transport: MailTransport,
     pub from: String,
+    /// A folder whose digest.txt / digest.html replace the built-in templates.
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,7 +211,15 @@ pub type TopicConfig = crate::detect::rules::TopicRules;
 
 // ------------------------------------------------------------------ raw sections
 
-const TOP_KEYS: &[&str] = &["daemon", "feed", "mail", "web", "subscriber", "topic"];
+const TOP_KEYS: &[&str] = &[
+    "daemon",
+    "feed",
+    "mail",
+    "web",
+    "subscriber",
+    "topic",
+    "tracking",
+];
 const DAEMON_KEYS: &[&str] = &["database", "schedule", "listen", "fetch"];
 const FETCH_KEYS: &[&str] = &[
     "max_concurrent",
@@ -212,6 +242,7 @@ const MAIL_KEYS: &[&str] = &[
     "from",
     "dir",
     "sendmail_command",
+    "templates",
 ];
 const WEB_KEYS: &[&str] = &["public_url", "secret_env", "secret_file", "self_service"];
 const SUBSCRIBER_KEYS: &[&str] = &["email", "name", "topics", "digest"];
@@ -261,6 +292,7 @@ struct RawMail {
     from: Option<Spanned<String>>,
     dir: Option<String>,
     sendmail_command: Option<String>,
+    templates: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +350,23 @@ impl Config {
         let mail = read_mail(&mut diags, root.remove("mail"), &base);
         let web = read_web(&mut diags, root.remove("web"));
         let subscribers = read_subscribers(&mut diags, root.remove("subscriber"), &topic_ids);
+        let tracking = match table_section(
+            &mut diags,
+            root.remove("tracking"),
+            "tracking",
+            &["min_sources", "window_hours"],
+        ) {
+            Some(v) => diags
+                .section::<TrackingConfig>(v, "[tracking]")
+                .unwrap_or_default(),
+            None => TrackingConfig::default(),
+        };
+        if tracking.min_sources == 0 || tracking.window_hours == 0 {
+            diags.at(
+                0..0,
+                "[tracking]: min_sources and window_hours must be at least 1",
+            );
+        }
 
         if !diags.list.is_empty() {
             diags.list.sort_by_key(|d| (d.line, d.col));
@@ -335,6 +384,7 @@ impl Config {
             web,
             subscribers,
             topics: topics.into_iter().map(|(_, rules)| rules).collect(),
+            tracking,
         })
     }
 
@@ -626,6 +676,7 @@ fn read_mail(
                 dir: base.join("data/outbox"),
             },
             from: "vigia <vigia@localhost>".into(),
+            templates: None,
         });
     };
     let span = value.span();
@@ -693,7 +744,12 @@ fn read_mail(
             return None;
         }
     };
-    Some(MailConfig { transport, from })
+    let templates = raw.templates.as_deref().map(|t| resolve(base, t));
+    Some(MailConfig {
+        transport,
+        from,
+        templates,
+    })
 }
 
 fn read_web(diags: &mut Diagnostics<'_>, value: Option<Spanned<DeValue<'_>>>) -> Option<WebConfig> {

@@ -62,6 +62,9 @@ fn one() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct ActorRules {
     pub id: String,
+    /// How digests and pages name the actor ("Mexico's government").
+    #[serde(default)]
+    pub label: Option<String>,
     pub aliases: Vec<String>,
 }
 
@@ -69,6 +72,9 @@ pub struct ActorRules {
 #[serde(deny_unknown_fields)]
 pub struct IssueRules {
     pub id: String,
+    /// How digests and pages name the issue ("US military action").
+    #[serde(default)]
+    pub label: Option<String>,
     /// Words that name the issue.
     pub terms: Vec<String>,
     /// Cues that belong to this issue alone (an act that is the issue, such as
@@ -108,6 +114,24 @@ pub struct CueRules {
 }
 
 impl TopicRules {
+    /// The actor's label, else its id.
+    pub fn actor_label(&self, id: &str) -> String {
+        self.actors
+            .iter()
+            .find(|a| a.id == id)
+            .and_then(|a| a.label.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// The issue's label, else its id.
+    pub fn issue_label(&self, id: &str) -> String {
+        self.issues
+            .iter()
+            .find(|i| i.id == id)
+            .and_then(|i| i.label.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
     /// Problems that serde cannot see: groups named in require/exclude that do not
     /// exist, empty terms, a threshold outside 0..1, duplicate ids.
     pub fn problems(&self) -> Vec<String> {

@@ -9,6 +9,9 @@
 mod articles;
 mod detections;
 mod feeds;
+mod outbox;
+mod stances;
+mod subscribers;
 
 use rusqlite::{OptionalExtension, Transaction};
 
@@ -18,6 +21,9 @@ use crate::store::{EventStore, StoreError, StoredEvent};
 pub use articles::{ArticleRow, Articles};
 pub use detections::Detections;
 pub use feeds::{FeedHealth, FeedHealthRow};
+pub use outbox::{Outbox, OutboxRow};
+pub use stances::{CurrentStance, StanceChange, Stances};
+pub use subscribers::{SubscriberRow, Subscribers};
 
 /// Events applied per transaction: bounds memory and the length of the writer's lock.
 const CHUNK: usize = 20_000;
@@ -43,6 +49,9 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(FeedHealth),
         Box::new(Articles),
         Box::new(Detections),
+        Box::new(Stances),
+        Box::new(Subscribers),
+        Box::new(Outbox),
     ]
 }
 

@@ -1,0 +1,256 @@
+//! Delivery: sends what the outbox holds, through SMTP (none, STARTTLS or TLS),
+//! sendmail, or files, and records each outcome.
+//!
+//! A message is sent exactly as it was queued (same body, same Message-ID). Success is
+//! `DigestSent`; a refusal is `DigestFailed`, permanent for a 5xx (never retried) and
+//! otherwise retried with exponential backoff on later cycles. A crash between the
+//! server's acceptance and the `DigestSent` record means one resend, carrying the same
+//! Message-ID; nothing is ever lost, since the message lives in its DigestQueued event.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Message, SendmailTransport, SmtpTransport, Transport};
+
+use super::header_safe;
+use crate::config::{Config, MailTransport, TlsMode};
+use crate::events::{DigestFailed, DigestQueued, DigestSent, Event};
+use crate::projections::{Outbox, OutboxRow};
+use crate::store::{EventStore, NewEvent, StoreError};
+
+/// The first wait after a failed attempt; it doubles with each failure.
+const RETRY_BASE: Duration = Duration::from_secs(20);
+/// The longest wait between attempts.
+const RETRY_MAX: Duration = Duration::from_secs(3600);
+/// An SMTP conversation that takes longer than this has failed.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a send failed, and whether trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+enum Channel {
+    Smtp(Box<SmtpTransport>),
+    Sendmail(SendmailTransport),
+    Files(PathBuf),
+}
+
+/// A configured way to send mail.
+pub struct Mailer {
+    channel: Channel,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(config: &Config) -> Result<Mailer, SendError> {
+        let from: Mailbox =
+            config.mail.from.parse().map_err(|e| {
+                SendError::Permanent(format!("mail.from {:?}: {e}", config.mail.from))
+            })?;
+        let channel = match &config.mail.transport {
+            MailTransport::Smtp {
+                host,
+                port,
+                tls,
+                username,
+                password,
+            } => {
+                let builder = match tls {
+                    TlsMode::None => SmtpTransport::builder_dangerous(host),
+                    TlsMode::Starttls => SmtpTransport::starttls_relay(host).map_err(|e| {
+                        SendError::Permanent(format!("SMTP STARTTLS setup for {host}: {e}"))
+                    })?,
+                    TlsMode::Tls => SmtpTransport::relay(host).map_err(|e| {
+                        SendError::Permanent(format!("SMTP TLS setup for {host}: {e}"))
+                    })?,
+                };
+                let mut builder = builder.port(*port).timeout(Some(SMTP_TIMEOUT));
+                if let (Some(user), Some(secret)) = (username, password) {
+                    let password = secret.read().map_err(|e| {
+                        SendError::Transient(format!("reading the SMTP password: {e}"))
+                    })?;
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
+                }
+                Channel::Smtp(Box::new(builder.build()))
+            }
+            MailTransport::Sendmail { command } => {
+                Channel::Sendmail(SendmailTransport::new_with_command(command.as_os_str()))
+            }
+            MailTransport::File { dir } => Channel::Files(dir.clone()),
+        };
+        Ok(Mailer { channel, from })
+    }
+
+    /// The message as it goes out: both parts, the queued Message-ID and headers.
+    pub fn build(&self, queued: &DigestQueued) -> Result<Message, SendError> {
+        let to: Mailbox = queued
+            .to
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("recipient {:?}: {e}", queued.to)))?;
+        let mut message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(header_safe(&queued.subject))
+            .message_id(Some(header_safe(&queued.message_id)))
+            .multipart(MultiPart::alternative_plain_html(
+                queued.text.clone(),
+                queued.html.clone(),
+            ))
+            .map_err(|e| SendError::Permanent(format!("building the message: {e}")))?;
+        for (name, value) in &queued.headers {
+            let name = HeaderName::new_from_ascii(name.clone())
+                .map_err(|e| SendError::Permanent(format!("header name {name:?}: {e}")))?;
+            message
+                .headers_mut()
+                .insert_raw(HeaderValue::new(name, header_safe(value)));
+        }
+        Ok(message)
+    }
+
+    /// Sends one queued message; blocking (call it off the async workers).
+    pub fn send(&self, queued: &DigestQueued) -> Result<String, SendError> {
+        let message = self.build(queued)?;
+        match &self.channel {
+            Channel::Smtp(smtp) => smtp
+                .send(&message)
+                .map(|r| r.message().collect::<Vec<_>>().join(" "))
+                .map_err(|e| {
+                    if e.is_permanent() {
+                        SendError::Permanent(format!("the SMTP server refused: {e}"))
+                    } else {
+                        SendError::Transient(format!("SMTP: {e}"))
+                    }
+                }),
+            Channel::Sendmail(sendmail) => sendmail
+                .send(&message)
+                .map(|_| "handed to sendmail".to_string())
+                .map_err(|e| SendError::Transient(format!("sendmail: {e}"))),
+            Channel::Files(dir) => write_file(dir, &queued.digest_id, &message.formatted()),
+        }
+    }
+}
+
+/// Writes `<digest_id>.eml` atomically (a temporary file renamed into place), so a
+/// crash leaves either the whole message or none, and a resend overwrites it.
+fn write_file(dir: &Path, digest_id: &str, bytes: &[u8]) -> Result<String, SendError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SendError::Transient(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{digest_id}.eml"));
+    let tmp = dir.join(format!(".{digest_id}.eml.tmp"));
+    std::fs::write(&tmp, bytes)
+        .map_err(|e| SendError::Transient(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| SendError::Transient(format!("renaming into {}: {e}", path.display())))?;
+    Ok(format!("written to {}", path.display()))
+}
+
+fn retry_delay(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16);
+    let base = RETRY_BASE.saturating_mul(1 << exp).min(RETRY_MAX);
+    base.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+/// What one delivery round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub sent: u32,
+    pub failed: u32,
+    pub given_up: u32,
+}
+
+/// The DigestQueued event behind an outbox row.
+fn queued_message(store: &EventStore, row: &OutboxRow) -> Result<Option<DigestQueued>, StoreError> {
+    let events = store.read_from(row.queued_seq.saturating_sub(1), 1, None)?;
+    match events.first().map(|e| e.decode()).transpose()? {
+        Some(Event::DigestQueued(q)) => Ok(Some(q)),
+        _ => Ok(None),
+    }
+}
+
+/// Sends every due message in the outbox and records each outcome.
+pub fn deliver_due(
+    store: &EventStore,
+    mailer: &Mailer,
+    now: DateTime<Utc>,
+) -> Result<DeliveryReport, StoreError> {
+    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let due = store.read(|c| Outbox::due(c, &stamp))?;
+    let mut report = DeliveryReport::default();
+    for row in due {
+        let Some(queued) = queued_message(store, &row)? else {
+            tracing::error!(digest = %row.digest_id, "the outbox names a message the log does not hold");
+            continue;
+        };
+        let attempt = row.attempts + 1;
+        let stream = format!("digest:{}", row.digest_id);
+        let event = match mailer.send(&queued) {
+            Ok(response) => {
+                report.sent += 1;
+                tracing::info!(digest = %row.digest_id, to = %queued.to, "digest sent");
+                NewEvent::new(
+                    stream,
+                    Event::DigestSent(DigestSent {
+                        digest_id: row.digest_id.clone(),
+                        to: queued.to.clone(),
+                        message_id: queued.message_id.clone(),
+                        attempt,
+                        response,
+                    }),
+                )
+                .idempotent(format!("digest-sent:{}", row.digest_id))
+            }
+            Err(e) => {
+                let permanent = matches!(e, SendError::Permanent(_));
+                if permanent {
+                    report.given_up += 1;
+                } else {
+                    report.failed += 1;
+                }
+                tracing::warn!(digest = %row.digest_id, to = %queued.to, attempt, permanent, error = %e, "digest not sent");
+                let retry = (!permanent).then(|| {
+                    (now + chrono::Duration::from_std(retry_delay(attempt)).unwrap_or_default())
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                });
+                NewEvent::new(
+                    stream,
+                    Event::DigestFailed(DigestFailed {
+                        digest_id: row.digest_id.clone(),
+                        to: queued.to.clone(),
+                        attempt,
+                        permanent,
+                        error: e.to_string(),
+                        retry_not_before: retry,
+                    }),
+                )
+                .idempotent(format!("digest-failed:{}:{attempt}", row.digest_id))
+            }
+        };
+        store.append_one(event)?;
+        // The outbox row must move before the next one is read, or a failed message
+        // could be attempted twice in one round by a concurrent cycle.
+        crate::projections::catch_up(store)?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_are_capped() {
+        let first = retry_delay(1).as_secs_f64();
+        assert!((15.0..=25.0).contains(&first), "{first}");
+        assert!(retry_delay(4).as_secs_f64() >= 8.0 * 15.0);
+        assert!(retry_delay(30).as_secs_f64() <= RETRY_MAX.as_secs_f64() * 1.25);
+    }
+}

@@ -1,0 +1,434 @@
+//! Digests: what each subscriber should be told now, rendered and queued in the
+//! outbox before any attempt to send.
+//!
+//! On-change subscribers get the stance changes of their topics recorded since their
+//! last digest; periodic ones get a digest when their schedule falls due. Each digest
+//! also lists the other relevant stories since the last one, each story once. A digest
+//! is queued as a `DigestQueued` event holding the rendered message and its Message-ID,
+//! keyed by subscriber and content, so a repeated cycle queues nothing twice; `mail`
+//! sends what is queued. At most one digest per subscriber per cycle.
+
+pub mod mail;
+mod render;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::config::Config;
+use crate::events::{DigestQueued, Event};
+use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribers};
+use crate::schedule::CronSchedule;
+use crate::store::{EventStore, NewEvent, StoreError};
+use crate::story::{self, StoryInput};
+
+pub use render::{RenderError, Templates};
+
+/// Most "other stories" listed in one digest.
+const MAX_STORIES: usize = 40;
+
+/// A change as a digest shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeView {
+    pub seq: u64,
+    pub subject: String,
+    pub summary: String,
+    pub evidence: Vec<EvidenceView>,
+    pub page: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceView {
+    pub title: String,
+    pub outlet: Option<String>,
+    pub published: Option<String>,
+    pub url: Option<String>,
+    pub sentence: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoryView {
+    pub title: String,
+    pub outlet: Option<String>,
+    pub published: Option<String>,
+    pub url: Option<String>,
+    pub copies: usize,
+}
+
+/// Everything one digest says, before rendering.
+#[derive(Debug, Clone, Serialize)]
+pub struct Draft {
+    pub recipient: String,
+    pub subject: String,
+    pub headline: String,
+    pub changes: Vec<ChangeView>,
+    pub stories: Vec<StoryView>,
+    pub topics: String,
+    pub mode: String,
+    pub unsubscribe: String,
+    pub reason: String,
+}
+
+/// Only http(s) links reach a message; anything else from a feed is dropped.
+fn safe_url(url: Option<&str>) -> Option<String> {
+    url.filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .filter(|u| !u.chars().any(|c| c.is_control() || c.is_whitespace()))
+        .map(str::to_string)
+}
+
+/// Any text headed for a header: control characters (CR, LF) become spaces.
+pub fn header_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+fn phrase(stance: &str) -> &'static str {
+    match stance {
+        "support" => "supports",
+        "oppose" => "opposes",
+        _ => "neutral on",
+    }
+}
+
+fn change_view(config: &Config, c: &StanceChange) -> ChangeView {
+    let rules = config.topics.iter().find(|t| t.id == c.topic);
+    let actor = rules
+        .map(|r| r.actor_label(&c.actor))
+        .unwrap_or_else(|| c.actor.clone());
+    let issue = rules
+        .map(|r| r.issue_label(&c.issue))
+        .unwrap_or_else(|| c.issue.clone());
+    let stories = format!(
+        "{} {}",
+        c.evidence.len(),
+        if c.evidence.len() == 1 {
+            "story"
+        } else {
+            "stories"
+        }
+    );
+    let (subject, summary) = match &c.from {
+        Some(from) => (
+            format!("{actor}: now {} {issue}", phrase(&c.to)),
+            format!(
+                "{actor}: {} {issue} since {}, no longer {} it. Evidence: {stories} from distinct outlets.",
+                phrase(&c.to),
+                c.at,
+                phrase(from).trim_end_matches(" on")
+            ),
+        ),
+        None => (
+            format!("{actor}: {} {issue}", phrase(&c.to)),
+            format!("{actor}: {} {issue}, first established {}. Evidence: {stories} from distinct outlets.", phrase(&c.to), c.at),
+        ),
+    };
+    let page = config.web.as_ref().map(|w| {
+        format!(
+            "{}/stances/{}/{}",
+            w.public_url.as_str().trim_end_matches('/'),
+            c.issue,
+            c.actor
+        )
+    });
+    ChangeView {
+        seq: c.seq,
+        subject: header_safe(&subject),
+        summary,
+        evidence: c
+            .evidence
+            .iter()
+            .map(|e| EvidenceView {
+                title: e.title.clone(),
+                outlet: e.outlet.clone(),
+                published: e.published.clone(),
+                url: safe_url(e.url.as_deref()),
+                sentence: e.sentence.clone(),
+            })
+            .collect(),
+        page,
+    }
+}
+
+/// The other relevant stories of these topics first seen after `after`, each once,
+/// leaving out the articles already shown as evidence.
+fn stories(
+    conn: &Connection,
+    topics: &[String],
+    after: &str,
+    shown: &HashSet<String>,
+) -> rusqlite::Result<Vec<StoryView>> {
+    let mut stmt = conn.prepare(
+        "SELECT a.article_id, a.title, a.summary, a.url, a.outlet, a.published
+         FROM article_topics t JOIN articles a ON a.article_id = t.article_id
+         WHERE t.topic = ?1 AND a.discovered_at > ?2 ORDER BY a.discovered_at, a.article_id LIMIT 2000",
+    )?;
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut seen = HashSet::new();
+    for topic in topics {
+        for row in stmt.query_map(rusqlite::params![topic, after], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })? {
+            let row: Row = row?;
+            if seen.insert(row.0.clone()) {
+                rows.push(row);
+            }
+        }
+    }
+    let inputs: Vec<StoryInput<'_>> = rows
+        .iter()
+        .map(|r| StoryInput {
+            id: &r.0,
+            url: r.3.as_deref(),
+            title: &r.1,
+            summary: &r.2,
+        })
+        .collect();
+    let clusters = story::cluster(&inputs);
+    let shown_stories: HashSet<&String> = shown.iter().filter_map(|id| clusters.get(id)).collect();
+    let mut out: Vec<StoryView> = Vec::new();
+    let mut index: std::collections::HashMap<&String, usize> = Default::default();
+    for r in &rows {
+        let story = &clusters[&r.0];
+        if shown.contains(&r.0) || shown_stories.contains(story) {
+            continue;
+        }
+        match index.get(story) {
+            Some(&i) => out[i].copies += 1,
+            None => {
+                index.insert(story, out.len());
+                out.push(StoryView {
+                    title: r.1.clone(),
+                    outlet: r.4.clone(),
+                    published: r.5.clone(),
+                    url: safe_url(r.3.as_deref()),
+                    copies: 1,
+                });
+            }
+        }
+    }
+    out.truncate(MAX_STORIES);
+    Ok(out)
+}
+
+fn unsubscribe_link(config: &Config, email: &str) -> String {
+    let from = config
+        .mail
+        .from
+        .rsplit_once('<')
+        .map(|(_, a)| a.trim_end_matches('>'))
+        .unwrap_or(&config.mail.from);
+    format!("mailto:{}?subject=unsubscribe%20{}", from.trim(), email)
+}
+
+/// The digest due for one subscriber now, if any.
+pub fn draft_for(
+    conn: &Connection,
+    config: &Config,
+    sub: &SubscriberRow,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<Draft>> {
+    let topics: Vec<String> = sub
+        .topics
+        .iter()
+        .filter(|t| config.topics.iter().any(|c| &c.id == *t))
+        .cloned()
+        .collect();
+    if topics.is_empty() {
+        return Ok(None);
+    }
+    let reported = Outbox::last_change_reported(conn, &sub.email)?;
+    let last_digest = Outbox::last_digest_at(conn, &sub.email)?;
+    // Changes recorded before someone subscribed are not news to them.
+    let changes: Vec<StanceChange> = Stances::changes_since(conn, reported)?
+        .into_iter()
+        .filter(|c| topics.contains(&c.topic) && c.at.as_str() >= sub.changed_at.as_str())
+        .collect();
+    let periodic = sub.digest != "on-change";
+    if periodic {
+        let schedule = match CronSchedule::parse(&sub.digest) {
+            Ok(s) => s,
+            Err(_) => return Ok(None),
+        };
+        let from = last_digest
+            .as_deref()
+            .or(Some(sub.changed_at.as_str()))
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        if schedule.next_after(from).is_none_or(|due| due > now) {
+            return Ok(None);
+        }
+    } else if changes.is_empty() {
+        return Ok(None);
+    }
+    let views: Vec<ChangeView> = changes.iter().map(|c| change_view(config, c)).collect();
+    let shown: HashSet<String> = changes
+        .iter()
+        .flat_map(|c| c.evidence.iter().map(|e| e.article_id.clone()))
+        .collect();
+    let after = last_digest
+        .clone()
+        .unwrap_or_else(|| sub.changed_at.clone());
+    let stories = stories(conn, &topics, &after, &shown)?;
+    if views.is_empty() && stories.is_empty() {
+        return Ok(None);
+    }
+    let subject = match views.as_slice() {
+        [] => format!(
+            "vigia digest: {} new {}",
+            stories.len(),
+            if stories.len() == 1 {
+                "story"
+            } else {
+                "stories"
+            }
+        ),
+        [one] => one.subject.clone(),
+        [first, rest @ ..] => format!(
+            "{} (+{} more {})",
+            first.subject,
+            rest.len(),
+            if rest.len() == 1 { "change" } else { "changes" }
+        ),
+    };
+    let headline = match views.len() {
+        0 => "No stance changed; the relevant stories since your last digest:".to_string(),
+        1 => "A stance changed:".to_string(),
+        n => format!("{n} stances changed:"),
+    };
+    let topic_names: Vec<String> = topics
+        .iter()
+        .map(|t| {
+            config
+                .topics
+                .iter()
+                .find(|c| &c.id == t)
+                .and_then(|c| c.name.clone())
+                .unwrap_or_else(|| t.clone())
+        })
+        .collect();
+    Ok(Some(Draft {
+        recipient: sub.address.clone(),
+        subject: header_safe(&subject),
+        headline,
+        changes: views,
+        stories,
+        topics: topic_names.join(", "),
+        mode: if periodic {
+            format!("digest on \"{}\"", sub.digest)
+        } else {
+            "on change".into()
+        },
+        unsubscribe: unsubscribe_link(config, &sub.address),
+        reason: if periodic {
+            "periodic".into()
+        } else {
+            "on-change".into()
+        },
+    }))
+}
+
+/// Every digest due now, one per confirmed subscriber at most.
+pub fn drafts(
+    conn: &Connection,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Vec<Draft>> {
+    let mut out = Vec::new();
+    for sub in Subscribers::confirmed(conn)? {
+        if let Some(d) = draft_for(conn, config, &sub, now)? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// The domain part of the From address, for Message-IDs.
+fn from_domain(config: &Config) -> String {
+    config
+        .mail
+        .from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').trim().to_string())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "vigia.localhost".into())
+}
+
+/// Renders the drafts and queues them. Returns how many were newly queued.
+pub fn queue(
+    store: &EventStore,
+    config: &Config,
+    templates: &Templates,
+    drafts: Vec<Draft>,
+    now: DateTime<Utc>,
+) -> Result<usize, QueueError> {
+    let mut batch = Vec::new();
+    for d in drafts {
+        let changes: Vec<u64> = d.changes.iter().map(|c| c.seq).collect();
+        // The key names the recipient and what is reported: the same digest is never
+        // queued twice, whatever crashes in between. A periodic digest is keyed by its
+        // due date instead.
+        let trigger = match d.reason.as_str() {
+            "periodic" => now.format("%Y-%m-%dT%H:%M").to_string(),
+            _ => changes.iter().max().copied().unwrap_or(0).to_string(),
+        };
+        let digest_id = hex::encode(
+            &Sha256::digest(format!(
+                "{}\0{}\0{}",
+                d.recipient.to_lowercase(),
+                d.reason,
+                trigger
+            ))[..10],
+        );
+        let (text, html) = templates.render(&d)?;
+        let message_id = format!("<digest-{digest_id}@{}>", from_domain(config));
+        batch.push(
+            NewEvent::new(
+                format!("digest:{digest_id}"),
+                Event::DigestQueued(DigestQueued {
+                    digest_id: digest_id.clone(),
+                    to: d.recipient.clone(),
+                    subject: d.subject.clone(),
+                    message_id,
+                    text,
+                    html,
+                    headers: vec![("List-Unsubscribe".into(), format!("<{}>", d.unsubscribe))],
+                    changes,
+                    reason: d.reason.clone(),
+                }),
+            )
+            .idempotent(format!("digest:{digest_id}")),
+        );
+    }
+    let appended = store.append(batch)?;
+    Ok(appended.iter().filter(|a| a.is_new()).count())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,147 @@
+//! The outbox: every queued message and where it stands (queued, sent, failed for
+//! good), with its attempts and when it may be tried again. The message itself stays
+//! in its DigestQueued event, so a retry sends exactly what was queued.
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use super::Projection;
+use crate::events::Event;
+use crate::store::StoredEvent;
+
+pub struct Outbox;
+
+impl Projection for Outbox {
+    fn name(&self) -> &'static str {
+        "outbox"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["outbox"]
+    }
+
+    fn handles(&self, kind: &str) -> bool {
+        matches!(kind, "DigestQueued" | "DigestSent" | "DigestFailed")
+    }
+
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> rusqlite::Result<()> {
+        match event {
+            Event::DigestQueued(q) => {
+                tx.prepare_cached(
+                    "INSERT INTO outbox (digest_id, recipient, reason, message_id, queued_seq, queued_at, status, changes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7) ON CONFLICT (digest_id) DO NOTHING",
+                )?
+                .execute(rusqlite::params![
+                    q.digest_id,
+                    q.to.to_lowercase(),
+                    q.reason,
+                    q.message_id,
+                    stored.seq,
+                    stored.recorded_at,
+                    serde_json::to_string(&q.changes).unwrap_or_else(|_| "[]".into())
+                ])?;
+            }
+            Event::DigestSent(s) => {
+                tx.prepare_cached(
+                    "UPDATE outbox SET status = 'sent', attempts = MAX(attempts, ?2), sent_at = ?3, last_error = NULL,
+                         retry_not_before = NULL WHERE digest_id = ?1",
+                )?
+                .execute(rusqlite::params![s.digest_id, s.attempt, stored.recorded_at])?;
+            }
+            Event::DigestFailed(f) => {
+                tx.prepare_cached(
+                    "UPDATE outbox SET status = CASE WHEN status = 'sent' THEN 'sent' WHEN ?3 THEN 'failed' ELSE 'queued' END,
+                         attempts = MAX(attempts, ?2), last_error = ?4, retry_not_before = ?5 WHERE digest_id = ?1",
+                )?
+                .execute(rusqlite::params![f.digest_id, f.attempt, f.permanent, f.error, f.retry_not_before])?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutboxRow {
+    pub digest_id: String,
+    pub recipient: String,
+    pub reason: String,
+    pub message_id: String,
+    pub queued_seq: u64,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub retry_not_before: Option<String>,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        digest_id: r.get(0)?,
+        recipient: r.get(1)?,
+        reason: r.get(2)?,
+        message_id: r.get(3)?,
+        queued_seq: r.get(4)?,
+        status: r.get(5)?,
+        attempts: r.get(6)?,
+        last_error: r.get(7)?,
+        retry_not_before: r.get(8)?,
+    })
+}
+
+const SELECT: &str =
+    "SELECT digest_id, recipient, reason, message_id, queued_seq, status, attempts, last_error, retry_not_before FROM outbox";
+
+impl Outbox {
+    /// Messages still to send whose backoff has passed.
+    pub fn due(conn: &Connection, now: &str) -> rusqlite::Result<Vec<OutboxRow>> {
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE status = 'queued' AND (retry_not_before IS NULL OR retry_not_before <= ?1) ORDER BY queued_seq"
+        ))?;
+        let rows = stmt.query_map([now], row)?;
+        rows.collect()
+    }
+
+    pub fn all(conn: &Connection) -> rusqlite::Result<Vec<OutboxRow>> {
+        let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY queued_seq"))?;
+        let rows = stmt.query_map([], row)?;
+        rows.collect()
+    }
+
+    /// Messages not yet sent nor given up.
+    pub fn depth(conn: &Connection) -> rusqlite::Result<u64> {
+        conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'queued'",
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    /// The newest StanceChanged seq already reported to this recipient.
+    pub fn last_change_reported(conn: &Connection, recipient: &str) -> rusqlite::Result<u64> {
+        let latest: Option<String> = conn
+            .query_row(
+                "SELECT changes FROM outbox WHERE recipient = ?1 AND reason != 'confirmation'
+                 ORDER BY queued_seq DESC LIMIT 1",
+                [recipient.to_lowercase()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(latest
+            .and_then(|c| serde_json::from_str::<Vec<u64>>(&c).ok())
+            .and_then(|v| v.into_iter().max())
+            .unwrap_or(0))
+    }
+
+    /// When this recipient's last digest was queued.
+    pub fn last_digest_at(conn: &Connection, recipient: &str) -> rusqlite::Result<Option<String>> {
+        conn.query_row(
+            "SELECT MAX(queued_at) FROM outbox WHERE recipient = ?1 AND reason != 'confirmation'",
+            [recipient.to_lowercase()],
+            |r| r.get(0),
+        )
+    }
+}

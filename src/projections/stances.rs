@@ -1,0 +1,119 @@
+//! Tracked stances: the current stance per (topic, issue, actor) with its evidence
+//! (`stances`), and every change (`stance_history`). Read by `vigia stances`, the
+//! tracker (what holds now) and digests.
+
+use rusqlite::{Connection, Transaction};
+
+use super::Projection;
+use crate::events::{Event, Evidence};
+use crate::store::StoredEvent;
+
+pub struct Stances;
+
+impl Projection for Stances {
+    fn name(&self) -> &'static str {
+        "stances"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["stances", "stance_history"]
+    }
+
+    fn handles(&self, kind: &str) -> bool {
+        kind == "StanceChanged"
+    }
+
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        stored: &StoredEvent,
+        event: &Event,
+    ) -> rusqlite::Result<()> {
+        let Event::StanceChanged(c) = event else {
+            return Ok(());
+        };
+        let evidence = serde_json::to_string(&c.evidence).unwrap_or_else(|_| "[]".into());
+        tx.prepare_cached(
+            "INSERT INTO stances (topic, issue, actor, stance, since, since_seq, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (topic, issue, actor) DO UPDATE SET stance = excluded.stance, since = excluded.since,
+                 since_seq = excluded.since_seq, evidence = excluded.evidence",
+        )?
+        .execute(rusqlite::params![c.topic, c.issue, c.actor, c.to, stored.recorded_at, stored.seq, evidence])?;
+        tx.prepare_cached(
+            "INSERT INTO stance_history (seq, topic, issue, actor, from_stance, to_stance, at, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(rusqlite::params![stored.seq, c.topic, c.issue, c.actor, c.from, c.to, stored.recorded_at, evidence])?;
+        Ok(())
+    }
+}
+
+/// A stance as it holds now.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CurrentStance {
+    pub topic: String,
+    pub issue: String,
+    pub actor: String,
+    pub stance: String,
+    pub since: String,
+    pub since_seq: u64,
+    pub evidence: Vec<Evidence>,
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StanceChange {
+    pub seq: u64,
+    pub topic: String,
+    pub issue: String,
+    pub actor: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub at: String,
+    pub evidence: Vec<Evidence>,
+}
+
+fn evidence(text: String) -> Vec<Evidence> {
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+impl Stances {
+    pub fn current(conn: &Connection) -> rusqlite::Result<Vec<CurrentStance>> {
+        let mut stmt = conn.prepare(
+            "SELECT topic, issue, actor, stance, since, since_seq, evidence FROM stances ORDER BY topic, issue, actor",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CurrentStance {
+                topic: r.get(0)?,
+                issue: r.get(1)?,
+                actor: r.get(2)?,
+                stance: r.get(3)?,
+                since: r.get(4)?,
+                since_seq: r.get(5)?,
+                evidence: evidence(r.get(6)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Changes after `after_seq`, oldest first.
+    pub fn changes_since(conn: &Connection, after_seq: u64) -> rusqlite::Result<Vec<StanceChange>> {
+        let mut stmt = conn.prepare(
+            "SELECT seq, topic, issue, actor, from_stance, to_stance, at, evidence FROM stance_history
+             WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([after_seq], |r| {
+            Ok(StanceChange {
+                seq: r.get(0)?,
+                topic: r.get(1)?,
+                issue: r.get(2)?,
+                actor: r.get(3)?,
+                from: r.get(4)?,
+                to: r.get(5)?,
+                at: r.get(6)?,
+                evidence: evidence(r.get(7)?),
+            })
+        })?;
+        rows.collect()
+    }
+}

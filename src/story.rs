@@ -1,0 +1,205 @@
+//! Stories: syndicated copies and near-duplicates of one story across feeds, grouped
+//! so that a story counts once as evidence and appears once in a digest.
+//!
+//! Two articles are one story when they share a canonical URL, or when their texts are
+//! alike: word 3-gram shingles of the folded title and lead with a Jaccard similarity
+//! of at least `SIMILAR`, or titles alike enough on their own (a lightly edited
+//! headline over a rewritten lead). Candidates are found through an index of shingles,
+//! so the cost grows with the number of articles, not its square.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::detect::text;
+
+/// Shingle overlap above which two texts are one story.
+const SIMILAR: f64 = 0.5;
+/// Title overlap (word pairs) above which two headlines are one story.
+const SIMILAR_TITLE: f64 = 0.6;
+
+/// What clustering needs of an article.
+#[derive(Debug, Clone)]
+pub struct StoryInput<'a> {
+    pub id: &'a str,
+    pub url: Option<&'a str>,
+    pub title: &'a str,
+    pub summary: &'a str,
+}
+
+fn shingles(words: &[String], n: usize) -> HashSet<u64> {
+    if words.len() < n {
+        return words.iter().map(|w| hash(w)).collect();
+    }
+    words.windows(n).map(|w| hash(&w.join(" "))).collect()
+}
+
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn words(s: &str) -> Vec<String> {
+    text::tokens(s)
+        .into_iter()
+        .filter(|t| !t.is_mark())
+        .map(|t| t.folded)
+        .collect()
+}
+
+/// Groups articles into stories. Returns, for each article id, its story's id: the id
+/// of the story's first article in the input order (give them oldest first).
+pub fn cluster(articles: &[StoryInput<'_>]) -> HashMap<String, String> {
+    let n = articles.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(parent: &mut [usize], i: usize) -> usize {
+        let mut root = i;
+        while parent[root] != root {
+            root = parent[root];
+        }
+        let mut i = i;
+        while parent[i] != root {
+            let next = parent[i];
+            parent[i] = root;
+            i = next;
+        }
+        root
+    }
+    let union = |parent: &mut Vec<usize>, a: usize, b: usize| {
+        let (ra, rb) = (find(parent, a), find(parent, b));
+        if ra != rb {
+            // The earlier article stays the root, so the story id is stable.
+            let (keep, join) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            parent[join] = keep;
+        }
+    };
+    let mut by_url: HashMap<&str, usize> = HashMap::new();
+    let texts: Vec<HashSet<u64>> = articles
+        .iter()
+        .map(|a| shingles(&words(&format!("{} {}", a.title, a.summary)), 3))
+        .collect();
+    let titles: Vec<HashSet<u64>> = articles
+        .iter()
+        .map(|a| shingles(&words(a.title), 2))
+        .collect();
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, a) in articles.iter().enumerate() {
+        if let Some(url) = a.url {
+            match by_url.get(url) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    by_url.insert(url, i);
+                }
+            }
+        }
+        let mut candidates: HashSet<usize> = HashSet::new();
+        for s in titles[i].iter().chain(texts[i].iter()) {
+            if let Some(list) = index.get(s) {
+                candidates.extend(list.iter().copied());
+            }
+        }
+        for j in candidates {
+            if similarity(&texts[i], &texts[j]) >= SIMILAR
+                || similarity(&titles[i], &titles[j]) >= SIMILAR_TITLE
+            {
+                union(&mut parent, i, j);
+            }
+        }
+        for s in titles[i].iter().chain(texts[i].iter()) {
+            index.entry(*s).or_default().push(i);
+        }
+    }
+    (0..n)
+        .map(|i| {
+            let root = find(&mut parent, i);
+            (articles[i].id.to_string(), articles[root].id.to_string())
+        })
+        .collect()
+}
+
+fn similarity(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let inter = a.intersection(b).count();
+    inter as f64 / (a.len() + b.len() - inter) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(id: &'a str, url: &'a str, title: &'a str, summary: &'a str) -> StoryInput<'a> {
+        StoryInput {
+            id,
+            url: Some(url),
+            title,
+            summary,
+        }
+    }
+
+    #[test]
+    fn syndicated_copies_and_edited_headlines_are_one_story() {
+        let lead = "The agreement covers intelligence sharing and joint inspections at four border crossings, officials said on Thursday.";
+        let stories = cluster(&[
+            input(
+                "a",
+                "http://a.example/1",
+                "Mexico and US agree on border inspections",
+                lead,
+            ),
+            input(
+                "b",
+                "http://b.example/9",
+                "Mexico and US agree on border inspections, officials say",
+                lead,
+            ),
+            input(
+                "c",
+                "http://c.example/2",
+                "Mexico, US agree on joint border inspections",
+                "A different lead written by this outlet about the same agreement on inspections.",
+            ),
+            input(
+                "d",
+                "http://d.example/3",
+                "Council approves new park in Monterrey",
+                "The park will open next year.",
+            ),
+            input(
+                "e",
+                "http://a.example/1",
+                "Updated: Mexico and US agree on inspections",
+                "Changed text.",
+            ),
+        ]);
+        assert_eq!(stories["b"], "a");
+        assert_eq!(stories["c"], "a", "a lightly edited headline");
+        assert_eq!(stories["e"], "a", "same canonical URL");
+        assert_eq!(stories["d"], "d");
+    }
+
+    #[test]
+    fn different_stories_with_shared_words_stay_apart() {
+        let stories = cluster(&[
+            input(
+                "a",
+                "http://a.example/1",
+                "Mexico rejects US military action against cartels",
+                "The president said sovereignty is not negotiable.",
+            ),
+            input(
+                "b",
+                "http://b.example/2",
+                "Mexico agrees to joint raids with US forces against cartels",
+                "In a turn, the government accepted US special forces in raids on labs.",
+            ),
+        ]);
+        assert_ne!(stories["a"], stories["b"]);
+    }
+
+    #[test]
+    fn similarity_of_identical_sets_is_one() {
+        let s: HashSet<u64> = [1, 2, 3].into_iter().collect();
+        assert!((similarity(&s, &s) - 1.0).abs() < 1e-9);
+    }
+}
