@@ -13,8 +13,10 @@ use crate::detect::text;
 
 /// Shingle overlap above which two texts are one story.
 const SIMILAR: f64 = 0.5;
-/// Title overlap (word pairs) above which two headlines are one story.
-const SIMILAR_TITLE: f64 = 0.6;
+/// Headline overlap (words) above which two headlines are one story...
+const SIMILAR_TITLE: f64 = 0.7;
+/// ... when both have at least this many words (short headlines share words by chance).
+const MIN_TITLE_WORDS: usize = 5;
 
 /// What clustering needs of an article.
 #[derive(Debug, Clone)]
@@ -79,7 +81,14 @@ pub fn cluster(articles: &[StoryInput<'_>]) -> HashMap<String, String> {
         .collect();
     let titles: Vec<HashSet<u64>> = articles
         .iter()
-        .map(|a| shingles(&words(a.title), 2))
+        .map(|a| {
+            let w = words(a.title);
+            if w.len() >= MIN_TITLE_WORDS {
+                shingles(&w, 1)
+            } else {
+                HashSet::new()
+            }
+        })
         .collect();
     let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, a) in articles.iter().enumerate() {

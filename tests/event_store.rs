@@ -112,6 +112,74 @@ fn observed(feed: &str, id: &str, oppose: bool) -> Event {
     })
 }
 
+fn changed(oppose: bool) -> Event {
+    Event::StanceChanged(vigia::events::StanceChanged {
+        topic: "us-mx-security".into(),
+        issue: "us_military_action".into(),
+        actor: "mx_gov".into(),
+        from: Some(if oppose { "support" } else { "oppose" }.into()),
+        to: if oppose { "oppose" } else { "support" }.into(),
+        from_since: None,
+        evidence: vec![],
+    })
+}
+
+fn subscriber(email: &str, what: u8) -> Event {
+    use vigia::events::*;
+    match what {
+        0 => Event::SubscriberRequested(SubscriberRequested {
+            email: email.into(),
+            name: None,
+            topics: vec!["us-mx-security".into()],
+            digest: "on-change".into(),
+            via: SubscriptionChannel::Web,
+        }),
+        1 => Event::SubscriberConfirmed(SubscriberConfirmed {
+            email: email.into(),
+            name: Some("N".into()),
+            topics: vec!["us-mx-security".into()],
+            digest: "on-change".into(),
+            via: SubscriptionChannel::Config,
+        }),
+        _ => Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
+            email: email.into(),
+            via: SubscriptionChannel::Link,
+        }),
+    }
+}
+
+fn digest(id: &str, what: u8, attempt: u32) -> Event {
+    use vigia::events::*;
+    match what {
+        0 => Event::DigestQueued(DigestQueued {
+            digest_id: id.into(),
+            to: "a@example.org".into(),
+            subject: "s".into(),
+            message_id: format!("<{id}@x>"),
+            text: "t".into(),
+            html: "h".into(),
+            headers: vec![],
+            changes: vec![1, 2],
+            reason: "on-change".into(),
+        }),
+        1 => Event::DigestSent(DigestSent {
+            digest_id: id.into(),
+            to: "a@example.org".into(),
+            message_id: format!("<{id}@x>"),
+            attempt,
+            response: "ok".into(),
+        }),
+        _ => Event::DigestFailed(DigestFailed {
+            digest_id: id.into(),
+            to: "a@example.org".into(),
+            attempt,
+            permanent: attempt == 3,
+            error: "421".into(),
+            retry_not_before: None,
+        }),
+    }
+}
+
 #[test]
 fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
     let dir = Dir::new();
@@ -257,7 +325,7 @@ fn replay_equals_incremental() {
         let mut batch = Vec::new();
         for _ in 0..batch_len {
             let feed = feeds[rng.usize(..feeds.len())];
-            let event = match rng.u8(..10) {
+            let event = match rng.u8(..14) {
                 0..=2 => polled(feed, rng.u32(..20)),
                 3 => failed(feed, rng.u32(1..5)),
                 4..=7 => {
@@ -277,10 +345,13 @@ fn replay_equals_incremental() {
                     let id = format!("{feed}-{}", rng.u32(..400));
                     classified(feed, &id, rng.u32(..3))
                 }
-                _ => {
+                9 => {
                     let id = format!("{feed}-{}", rng.u32(..400));
                     observed(feed, &id, rng.bool())
                 }
+                10 => changed(rng.bool()),
+                11 => subscriber(&format!("s{}@example.org", rng.u32(..20)), rng.u8(..3)),
+                _ => digest(&format!("d{}", rng.u32(..50)), rng.u8(..3), rng.u32(1..4)),
             };
             batch.push(NewEvent::new(format!("s-{feed}"), event));
         }

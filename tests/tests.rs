@@ -5,5 +5,6 @@ mod util;
 
 mod config_check;
 mod detect;
+mod digest;
 mod event_store;
 mod ingest;

@@ -183,7 +183,12 @@ pub struct MailConfig {
     pub from: String,
     /// A folder whose digest.txt / digest.html replace the built-in templates.
     pub templates: Option<PathBuf>,
+    /// The first wait before retrying a failed send; it doubles with each failure.
+    pub retry_base_s: u64,
 }
+
+/// Default first wait before retrying a failed send.
+pub const DEFAULT_RETRY_BASE_S: u64 = 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebConfig {
@@ -243,6 +248,7 @@ const MAIL_KEYS: &[&str] = &[
     "dir",
     "sendmail_command",
     "templates",
+    "retry_base_s",
 ];
 const WEB_KEYS: &[&str] = &["public_url", "secret_env", "secret_file", "self_service"];
 const SUBSCRIBER_KEYS: &[&str] = &["email", "name", "topics", "digest"];
@@ -293,6 +299,7 @@ struct RawMail {
     dir: Option<String>,
     sendmail_command: Option<String>,
     templates: Option<String>,
+    retry_base_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -677,6 +684,7 @@ fn read_mail(
             },
             from: "vigia <vigia@localhost>".into(),
             templates: None,
+            retry_base_s: DEFAULT_RETRY_BASE_S,
         });
     };
     let span = value.span();
@@ -749,6 +757,7 @@ fn read_mail(
         transport,
         from,
         templates,
+        retry_base_s: raw.retry_base_s.unwrap_or(DEFAULT_RETRY_BASE_S).max(1),
     })
 }
 

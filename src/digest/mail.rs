@@ -22,8 +22,6 @@ use crate::events::{DigestFailed, DigestQueued, DigestSent, Event};
 use crate::projections::{Outbox, OutboxRow};
 use crate::store::{EventStore, NewEvent, StoreError};
 
-/// The first wait after a failed attempt; it doubles with each failure.
-const RETRY_BASE: Duration = Duration::from_secs(20);
 /// The longest wait between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(3600);
 /// An SMTP conversation that takes longer than this has failed.
@@ -48,6 +46,7 @@ enum Channel {
 pub struct Mailer {
     channel: Channel,
     from: Mailbox,
+    retry_base: Duration,
 }
 
 impl Mailer {
@@ -87,7 +86,11 @@ impl Mailer {
             }
             MailTransport::File { dir } => Channel::Files(dir.clone()),
         };
-        Ok(Mailer { channel, from })
+        Ok(Mailer {
+            channel,
+            from,
+            retry_base: Duration::from_secs(config.mail.retry_base_s),
+        })
     }
 
     /// The message as it goes out: both parts, the queued Message-ID and headers.
@@ -153,9 +156,9 @@ fn write_file(dir: &Path, digest_id: &str, bytes: &[u8]) -> Result<String, SendE
     Ok(format!("written to {}", path.display()))
 }
 
-fn retry_delay(attempt: u32) -> Duration {
+fn retry_delay(base: Duration, attempt: u32) -> Duration {
     let exp = attempt.saturating_sub(1).min(16);
-    let base = RETRY_BASE.saturating_mul(1 << exp).min(RETRY_MAX);
+    let base = base.saturating_mul(1 << exp).min(RETRY_MAX);
     base.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
@@ -217,8 +220,9 @@ pub fn deliver_due(
                 }
                 tracing::warn!(digest = %row.digest_id, to = %queued.to, attempt, permanent, error = %e, "digest not sent");
                 let retry = (!permanent).then(|| {
-                    (now + chrono::Duration::from_std(retry_delay(attempt)).unwrap_or_default())
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    (now + chrono::Duration::from_std(retry_delay(mailer.retry_base, attempt))
+                        .unwrap_or_default())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 });
                 NewEvent::new(
                     stream,
@@ -248,9 +252,10 @@ mod tests {
 
     #[test]
     fn retries_back_off_and_are_capped() {
-        let first = retry_delay(1).as_secs_f64();
+        let base = Duration::from_secs(20);
+        let first = retry_delay(base, 1).as_secs_f64();
         assert!((15.0..=25.0).contains(&first), "{first}");
-        assert!(retry_delay(4).as_secs_f64() >= 8.0 * 15.0);
-        assert!(retry_delay(30).as_secs_f64() <= RETRY_MAX.as_secs_f64() * 1.25);
+        assert!(retry_delay(base, 4).as_secs_f64() >= 8.0 * 15.0);
+        assert!(retry_delay(base, 30).as_secs_f64() <= RETRY_MAX.as_secs_f64() * 1.25);
     }
 }

@@ -42,6 +42,10 @@ pub struct ChangeView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EvidenceView {
+    /// Already shown as evidence for an earlier change in this digest: named briefly.
+    pub repeat: bool,
+    #[serde(skip)]
+    pub story: String,
     pub title: String,
     pub outlet: Option<String>,
     pub published: Option<String>,
@@ -144,6 +148,8 @@ fn change_view(config: &Config, c: &StanceChange) -> ChangeView {
             .evidence
             .iter()
             .map(|e| EvidenceView {
+                repeat: false,
+                story: e.story.clone(),
                 title: e.title.clone(),
                 outlet: e.outlet.clone(),
                 published: e.published.clone(),
@@ -282,7 +288,17 @@ pub fn draft_for(
     } else if changes.is_empty() {
         return Ok(None);
     }
-    let views: Vec<ChangeView> = changes.iter().map(|c| change_view(config, c)).collect();
+    // Real changes before first establishments: the subject names the most important.
+    let mut ordered: Vec<&StanceChange> = changes.iter().collect();
+    ordered.sort_by_key(|c| (c.from.is_none(), c.seq));
+    let mut views: Vec<ChangeView> = ordered.iter().map(|c| change_view(config, c)).collect();
+    // A story is shown in full once per digest; later changes it supports name it briefly.
+    let mut shown_stories = HashSet::new();
+    for view in &mut views {
+        for e in &mut view.evidence {
+            e.repeat = !shown_stories.insert(e.story.clone());
+        }
+    }
     let shown: HashSet<String> = changes
         .iter()
         .flat_map(|c| c.evidence.iter().map(|e| e.article_id.clone()))
