@@ -20,6 +20,7 @@ use crate::events::{ConfigApplied, Event};
 use crate::fetch::Fetcher;
 use crate::ingest::{self, PollOutcome};
 use crate::projections::{self, FeedHealth, FeedHealthRow};
+use crate::service::Health;
 use crate::store::{EventStore, NewEvent};
 
 /// What one cycle did.
@@ -78,6 +79,7 @@ pub fn apply(config: &Config, store: &EventStore, detector: &Detector) -> Result
 pub async fn after_polls(config: &Config, store: &EventStore) -> Result<AfterReport> {
     let (config, store) = (config.clone(), store.clone());
     tokio::task::spawn_blocking(move || -> Result<AfterReport> {
+        let started = std::time::Instant::now();
         let now = Utc::now();
         projections::catch_up(&store)?;
         let changes = crate::stance::track(&store, &config.tracking, now)?;
@@ -94,6 +96,17 @@ pub async fn after_polls(config: &Config, store: &EventStore) -> Result<AfterRep
             }
         };
         projections::catch_up(&store)?;
+        metrics::counter!("vigia_stance_changes_total").increment(changes.len() as u64);
+        metrics::counter!("vigia_digests_queued_total").increment(queued as u64);
+        metrics::counter!("vigia_digests_sent_total").increment(u64::from(delivery.sent));
+        metrics::counter!("vigia_digests_failed_total", "permanent" => "false")
+            .increment(u64::from(delivery.failed));
+        metrics::counter!("vigia_digests_failed_total", "permanent" => "true")
+            .increment(u64::from(delivery.given_up));
+        if let Ok(depth) = store.read(crate::projections::Outbox::depth) {
+            metrics::gauge!("vigia_outbox_depth").set(depth as f64);
+        }
+        metrics::histogram!("vigia_cycle_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(AfterReport {
             stance_changes: changes.len() as u32,
             digests_queued: queued as u32,
@@ -208,6 +221,12 @@ pub fn next_due(
     Some(due)
 }
 
+/// How long polls in flight may take to finish after a stop is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A daemon whose last cycle is older than this is unhealthy (cycles run every
+/// AFTER_POLLS_TICK at least).
+const MAX_CYCLE_AGE: Duration = Duration::from_secs(300);
+
 /// Least time between two rounds of tracking and delivery while news comes in.
 const AFTER_POLLS_MIN_GAP: Duration = Duration::from_secs(2);
 /// Tracking and delivery also run this often with no news: retries, periodic digests.
@@ -237,45 +256,76 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The daemon: polls feeds as they fall due until `shutdown` completes, then lets the
-/// polls in flight finish (each records its outcome in one atomic append) and returns.
+/// The daemon: polls feeds as they fall due until `shutdown` completes, runs tracking
+/// and delivery after polls and on a tick, serves /healthz and /metrics, and reloads
+/// its config on SIGHUP (an invalid one is refused and the old one keeps running).
+/// On shutdown it lets the polls in flight finish (each records its outcome in one
+/// atomic append) and returns.
 pub async fn run(
     config: Config,
     store: EventStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let detector = Arc::new(Detector::new(&config.topics)?);
+    let mut detector = Arc::new(Detector::new(&config.topics)?);
     apply(&config, &store, &detector)?;
-    let config = Arc::new(config);
-    let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
+    let mut config = Arc::new(config);
+    let mut fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
+    let health = Health::new(config.daemon.database.clone(), MAX_CYCLE_AGE);
+    let (stop_service, service_stopped) = tokio::sync::watch::channel(false);
+    let service = match config.daemon.listen {
+        Some(addr) => {
+            crate::service::metrics_handle();
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} for /healthz and /metrics"))?;
+            let mut stopped = service_stopped.clone();
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(crate::service::serve(
+                listener,
+                health.clone(),
+                stop,
+            )))
+        }
+        None => None,
+    };
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut tasks: JoinSet<(String, Result<PollOutcome, crate::store::StoreError>)> =
         JoinSet::new();
+    let mut reload = reload_signal()?;
     tokio::pin!(shutdown);
     tracing::info!(feeds = config.feeds.len(), database = %config.daemon.database.display(), "vigia running");
     // Tracking and delivery run after polls have brought news (at most every few
     // seconds), and on a slow tick for retries and periodic digests.
     let mut news = false;
-    let mut last_after = tokio::time::Instant::now();
+    let mut last_after: Option<tokio::time::Instant> = None;
     loop {
-        if (news && last_after.elapsed() >= AFTER_POLLS_MIN_GAP)
-            || last_after.elapsed() >= AFTER_POLLS_TICK
-        {
-            if let Err(e) = after_polls(&config, &store).await {
-                tracing::error!(error = %format!("{e:#}"), "stance tracking or delivery failed; retrying next cycle");
+        let after_due = match last_after {
+            None => true,
+            Some(t) => {
+                (news && t.elapsed() >= AFTER_POLLS_MIN_GAP) || t.elapsed() >= AFTER_POLLS_TICK
+            }
+        };
+        if after_due {
+            match after_polls(&config, &store).await {
+                Ok(_) => health.cycle_done(),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "stance tracking or delivery failed; retrying next cycle")
+                }
             }
             news = false;
-            last_after = tokio::time::Instant::now();
+            last_after = Some(tokio::time::Instant::now());
         }
         let now = Utc::now();
-        let health = store.read(FeedHealth::list)?;
+        let feed_health = store.read(FeedHealth::list)?;
         let mut next_wake =
             now + chrono::Duration::from_std(AFTER_POLLS_MIN_GAP).unwrap_or_default();
         for feed in &config.feeds {
             if in_flight.contains(&feed.id) {
                 continue;
             }
-            let row = health.iter().find(|h| h.feed_id == feed.id);
+            let row = feed_health.iter().find(|h| h.feed_id == feed.id);
             let Some(due) = next_due(&config, feed, row, now) else {
                 continue;
             };
@@ -299,6 +349,22 @@ pub async fn run(
         let sleep = (next_wake - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = reload.recv() => {
+                match reloaded(&config, &store) {
+                    Ok((new_config, new_detector)) => {
+                        if new_config.daemon.fetch != config.daemon.fetch {
+                            fetcher = Fetcher::new(&new_config.daemon.fetch).context("setting up HTTP")?;
+                        }
+                        if new_config.daemon.listen != config.daemon.listen {
+                            tracing::warn!("a new listen address takes effect at the next restart");
+                        }
+                        detector = new_detector;
+                        config = Arc::new(new_config);
+                        tracing::info!(feeds = config.feeds.len(), "config reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "config reload refused; the running config stays"),
+                }
+            }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 match joined {
                     Ok((feed, outcome)) => {
@@ -321,19 +387,60 @@ pub async fn run(
         "stopping: letting polls in flight finish"
     );
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         // A poll still running has appended nothing yet (each poll appends once, at
         // its end): abandoning it loses no recorded state.
         tasks.abort_all();
     }
+    let _ = stop_service.send(true);
+    if let Some(service) = service {
+        let _ = tokio::time::timeout(Duration::from_secs(2), service).await;
+    }
     let s = store.clone();
     tokio::task::spawn_blocking(move || projections::catch_up(&s)).await??;
+    tracing::info!("stopped");
     Ok(())
 }
 
+/// Reads the config file again and applies it, keeping the database the daemon has
+/// open (a new database path takes a restart).
+fn reloaded(current: &Config, store: &EventStore) -> Result<(Config, Arc<Detector>)> {
+    let mut new = Config::load(&current.path)?;
+    if new.daemon.database != current.daemon.database {
+        tracing::warn!("a new database path takes effect at the next restart");
+        new.daemon.database = current.daemon.database.clone();
+    }
+    let detector = Arc::new(Detector::new(&new.topics)?);
+    apply(&new, store, &detector)?;
+    Ok((new, detector))
+}
+
+/// SIGHUP, as a stream of reload requests (never fires where there is no SIGHUP).
+struct ReloadSignal {
+    #[cfg(unix)]
+    inner: tokio::signal::unix::Signal,
+}
+
+impl ReloadSignal {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.inner.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
+    }
+}
+
+fn reload_signal() -> Result<ReloadSignal> {
+    Ok(ReloadSignal {
+        #[cfg(unix)]
+        inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?,
+    })
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,8 +57,41 @@ pub fn target_url(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> Url {
         .unwrap_or_else(|| feed.url.clone())
 }
 
-/// Polls one feed and records the outcome.
+/// Polls one feed and records the outcome (and its metrics).
 pub async fn poll(
+    fetcher: &Fetcher,
+    store: &EventStore,
+    feed: &FeedConfig,
+    limits: &FetchLimits,
+    detector: &Arc<Detector>,
+) -> Result<PollOutcome, StoreError> {
+    let started = std::time::Instant::now();
+    let outcome = poll_inner(fetcher, store, feed, limits, detector).await;
+    metrics::histogram!("vigia_poll_duration_seconds").record(started.elapsed().as_secs_f64());
+    match &outcome {
+        Ok(PollOutcome::Polled {
+            status,
+            new,
+            revised,
+        }) => {
+            let result = if *status == 304 { "not_modified" } else { "ok" };
+            metrics::counter!("vigia_polls_total", "result" => result).increment(1);
+            metrics::counter!("vigia_articles_total", "kind" => "discovered")
+                .increment(u64::from(*new));
+            metrics::counter!("vigia_articles_total", "kind" => "revised")
+                .increment(u64::from(*revised));
+            metrics::counter!("vigia_classifications_total").increment(u64::from(new + revised));
+        }
+        Ok(PollOutcome::Failed { kind, .. }) => {
+            metrics::counter!("vigia_polls_total", "result" => "failed").increment(1);
+            metrics::counter!("vigia_poll_failures_total", "kind" => kind.as_str()).increment(1);
+        }
+        Err(_) => metrics::counter!("vigia_polls_total", "result" => "unrecorded").increment(1),
+    }
+    outcome
+}
+
+async fn poll_inner(
     fetcher: &Fetcher,
     store: &EventStore,
     feed: &FeedConfig,

@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod observe;
 pub mod projections;
 pub mod schedule;
+pub mod service;
 pub mod stance;
 pub mod store;
 pub mod story;

@@ -1,0 +1,180 @@
+//! The daemon's HTTP face for operators: `/healthz` and Prometheus `/metrics`.
+//!
+//! Metrics are recorded with the `metrics` crate's macros where things happen (polls,
+//! articles, detection, stance changes, digests) and rendered by its Prometheus
+//! exporter. Health says whether the last cycle is recent and the database answers;
+//! it opens the database afresh for that, as any other process would.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rusqlite::{Connection, OpenFlags};
+
+/// Seconds buckets for poll and cycle durations.
+const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Installs the process-wide Prometheus recorder (once; later calls reuse it).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "vigia_polls_total",
+        "Feed polls, by result (ok, not_modified, failed)"
+    );
+    describe_counter!("vigia_poll_failures_total", "Failed polls, by kind");
+    describe_counter!(
+        "vigia_articles_total",
+        "Articles recorded, by kind (discovered, revised)"
+    );
+    describe_counter!(
+        "vigia_classifications_total",
+        "Articles read by the detector"
+    );
+    describe_counter!("vigia_stance_changes_total", "Stance changes recorded");
+    describe_counter!("vigia_digests_queued_total", "Digests queued in the outbox");
+    describe_counter!("vigia_digests_sent_total", "Digests delivered");
+    describe_counter!(
+        "vigia_digests_failed_total",
+        "Failed delivery attempts, by permanence"
+    );
+    describe_gauge!("vigia_outbox_depth", "Messages waiting in the outbox");
+    describe_gauge!(
+        "vigia_last_cycle_timestamp_seconds",
+        "When the last cycle of tracking and delivery finished"
+    );
+    describe_histogram!(
+        "vigia_poll_duration_seconds",
+        "Time per poll, fetch to record"
+    );
+    describe_histogram!(
+        "vigia_cycle_duration_seconds",
+        "Time per cycle of tracking and delivery"
+    );
+}
+
+/// What /healthz needs to know.
+#[derive(Clone)]
+pub struct Health {
+    pub database: PathBuf,
+    /// Unix seconds of the last successful cycle (0: none yet).
+    pub last_cycle: Arc<AtomicI64>,
+    pub started: i64,
+    /// A cycle older than this makes the daemon unhealthy.
+    pub max_cycle_age: Duration,
+}
+
+impl Health {
+    pub fn new(database: PathBuf, max_cycle_age: Duration) -> Health {
+        Health {
+            database,
+            last_cycle: Arc::new(AtomicI64::new(0)),
+            started: chrono::Utc::now().timestamp(),
+            max_cycle_age,
+        }
+    }
+
+    pub fn cycle_done(&self) {
+        let now = chrono::Utc::now().timestamp();
+        self.last_cycle.store(now, Ordering::Relaxed);
+        metrics::gauge!("vigia_last_cycle_timestamp_seconds").set(now as f64);
+    }
+
+    fn database_answers(&self) -> Result<u64, String> {
+        let conn = Connection::open_with_flags(
+            &self.database,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| e.to_string())?;
+        conn.busy_timeout(Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn healthz(State(health): State<Health>) -> impl IntoResponse {
+    let now = chrono::Utc::now().timestamp();
+    let last = health.last_cycle.load(Ordering::Relaxed);
+    let age = if last > 0 {
+        now - last
+    } else {
+        now - health.started
+    };
+    let fresh = age <= health.max_cycle_age.as_secs() as i64;
+    let h = health.clone();
+    let db = tokio::task::spawn_blocking(move || h.database_answers())
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let ok = fresh && db.is_ok();
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "unhealthy" },
+        "last_cycle_age_s": if last > 0 { Some(age) } else { None },
+        "cycle_fresh": fresh,
+        "database": match &db { Ok(_) => "ok".to_string(), Err(e) => e.clone() },
+        "events": db.ok(),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn prometheus(State(handle): State<Option<PrometheusHandle>>) -> impl IntoResponse {
+    match handle {
+        Some(h) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            "# metrics recorder unavailable\n".to_string(),
+        ),
+    }
+}
+
+/// Serves /healthz and /metrics on a bound listener until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = metrics_handle();
+    let app = Router::new()
+        .route("/healthz", get(healthz).with_state(health))
+        .route("/metrics", get(prometheus).with_state(handle));
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "serving /healthz and /metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
