@@ -8,3 +8,4 @@ mod detect;
 mod digest;
 mod event_store;
 mod ingest;
+mod service;
