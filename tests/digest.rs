@@ -502,3 +502,44 @@ fn sigkill_during_delivery_loses_nothing_and_repeats_only_with_the_same_message_
     assert_eq!(ok, "ok");
     let _ = vigia(&["--config", "vigia.toml", "events"], &dir);
 }
+
+#[test]
+fn a_periodic_subscriber_gets_the_stories_when_the_schedule_is_due_and_nothing_when_quiet() {
+    let dir = Dir::new();
+    let server = FeedServer::start();
+    let smtp = SmtpSink::start();
+    server.feed("a.xml", rss("outlet-a", &[&REJECT_A]), RSS);
+    config(&dir, &server, &["a"], &smtp, &[]);
+    let text = std::fs::read_to_string(dir.join("vigia.toml")).unwrap();
+    // A schedule with seconds, so the test need not wait a minute.
+    dir.write(
+        "vigia.toml",
+        &text.replacen(
+            "[[topic]]",
+            "[[subscriber]]\nemail = \"weekly@example.org\"\ntopics = [\"us-mx-security\"]\ndigest = \"* * * * * *\"\n\n[[topic]]",
+            1,
+        ),
+    );
+    vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
+    std::thread::sleep(Duration::from_millis(1100));
+    vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
+    let got = smtp.to("weekly@example.org");
+    assert_eq!(got.len(), 1, "one periodic digest");
+    let text = text_part(&got[0].raw);
+    assert!(
+        text.contains(REJECT_A.title),
+        "the story since subscribing:\n{text}"
+    );
+    assert!(
+        got[0].header("Subject").unwrap().contains("1 new story"),
+        "{:?}",
+        got[0].header("Subject")
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
+    assert_eq!(
+        smtp.to("weekly@example.org").len(),
+        1,
+        "a quiet period sends nothing"
+    );
+}

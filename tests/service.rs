@@ -11,18 +11,29 @@ use crate::util::{rss, Dir, FeedServer, Route, VIGIA};
 const RSS: &str = "application/rss+xml";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -44,7 +55,9 @@ fn write_config(dir: &Dir, port: u16, feeds: &[(&str, String)], schedule: &str) 
     for (id, url) in feeds {
         text.push_str(&format!("[[feed]]\nid = \"{id}\"\nurl = \"{url}\"\n\n"));
     }
-    text.push_str("[[topic]]\nid = \"t\"\nrequire = [\"g\"]\n[topic.groups.g]\nterms = [\"council\"]\n");
+    text.push_str(
+        "[[topic]]\nid = \"t\"\nrequire = [\"g\"]\n[topic.groups.g]\nterms = [\"council\"]\n",
+    );
     dir.write("vigia.toml", &text);
 }
 
@@ -91,14 +104,29 @@ fn sigterm_mid_cycle_exits_0_quickly_and_leaves_no_half_recorded_poll() {
     let mut feeds = Vec::new();
     for i in 0..6 {
         let items: Vec<(String, String, String)> = (0..5)
-            .map(|j| (format!("{i}-{j}"), format!("City council item {j}"), "Votes".to_string()))
+            .map(|j| {
+                (
+                    format!("{i}-{j}"),
+                    format!("City council item {j}"),
+                    "Votes".to_string(),
+                )
+            })
             .collect();
-        let refs: Vec<(&str, &str, &str)> = items.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+        let refs: Vec<(&str, &str, &str)> = items
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect();
         // Some answer at once, some take seconds: SIGTERM lands mid-cycle.
         let delay = Duration::from_millis(if i % 2 == 0 { 10 } else { 2500 });
         server.set(
             &format!("f{i}.xml"),
-            Route::Delayed(delay, Box::new(Route::Feed { body: rss("F", &refs).into_bytes(), content_type: RSS.into() })),
+            Route::Delayed(
+                delay,
+                Box::new(Route::Feed {
+                    body: rss("F", &refs).into_bytes(),
+                    content_type: RSS.into(),
+                }),
+            ),
         );
         feeds.push((format!("f{i}"), server.url(&format!("f{i}.xml"))));
     }
@@ -106,13 +134,17 @@ fn sigterm_mid_cycle_exits_0_quickly_and_leaves_no_half_recorded_poll() {
     let list: Vec<(&str, String)> = feeds.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
     write_config(&dir, port, &list, "*/15 * * * *");
     let child = start(&dir);
-    wait_for("a slow poll in flight", Duration::from_secs(20), || server.stats(|s| s.in_flight >= 1 && s.requests >= 4));
+    wait_for("a slow poll in flight", Duration::from_secs(20), || {
+        server.stats(|s| s.in_flight >= 1 && s.requests >= 4)
+    });
     let (status, took) = stop(child);
     assert!(status.success(), "exit status {status}");
     assert!(took <= Duration::from_secs(10), "took {took:?}");
 
     let conn = rusqlite::Connection::open(dir.db()).unwrap();
-    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
     let evs = events(&dir);
     for (id, _) in &feeds {
@@ -121,8 +153,14 @@ fn sigterm_mid_cycle_exits_0_quickly_and_leaves_no_half_recorded_poll() {
             .filter(|e| e["kind"] == "FeedPolled" && e["payload"]["feed"] == id.as_str())
             .map(|e| e["payload"]["new_articles"].as_u64().unwrap())
             .sum();
-        let discovered = evs.iter().filter(|e| e["kind"] == "ArticleDiscovered" && e["payload"]["feed"] == id.as_str()).count();
-        assert_eq!(polled as usize, discovered, "feed {id}: a poll is recorded whole or not at all");
+        let discovered = evs
+            .iter()
+            .filter(|e| e["kind"] == "ArticleDiscovered" && e["payload"]["feed"] == id.as_str())
+            .count();
+        assert_eq!(
+            polled as usize, discovered,
+            "feed {id}: a poll is recorded whole or not at all"
+        );
     }
 }
 
@@ -130,18 +168,48 @@ fn sigterm_mid_cycle_exits_0_quickly_and_leaves_no_half_recorded_poll() {
 fn sighup_applies_a_good_config_and_refuses_a_broken_one() {
     let dir = Dir::new();
     let server = FeedServer::start();
-    server.feed("alpha.xml", rss("A", &[("1", "City council meets", "x")]), RSS);
-    server.feed("bravo.xml", rss("B", &[("1", "Another council vote", "y")]), RSS);
+    server.feed(
+        "alpha.xml",
+        rss("A", &[("1", "City council meets", "x")]),
+        RSS,
+    );
+    server.feed(
+        "bravo.xml",
+        rss("B", &[("1", "Another council vote", "y")]),
+        RSS,
+    );
     let port = free_port();
-    write_config(&dir, port, &[("alpha", server.url("alpha.xml"))], "*/2 * * * * *");
+    write_config(
+        &dir,
+        port,
+        &[("alpha", server.url("alpha.xml"))],
+        "*/2 * * * * *",
+    );
     let child = start(&dir);
-    wait_for("/healthz", Duration::from_secs(30), || get(port, "/healthz").is_some_and(|(s, _)| s == 200));
-    wait_for("alpha polled", Duration::from_secs(15), || server.stats(|s| s.by_path.contains_key("/alpha.xml")));
+    wait_for("/healthz", Duration::from_secs(30), || {
+        get(port, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    wait_for("alpha polled", Duration::from_secs(15), || {
+        server.stats(|s| s.by_path.contains_key("/alpha.xml"))
+    });
 
-    write_config(&dir, port, &[("alpha", server.url("alpha.xml")), ("bravo", server.url("bravo.xml"))], "*/2 * * * * *");
+    write_config(
+        &dir,
+        port,
+        &[
+            ("alpha", server.url("alpha.xml")),
+            ("bravo", server.url("bravo.xml")),
+        ],
+        "*/2 * * * * *",
+    );
     signal(&child, libc::SIGHUP);
-    wait_for("bravo polled after SIGHUP", Duration::from_secs(15), || server.stats(|s| s.by_path.contains_key("/bravo.xml")));
-    let applied = events(&dir).iter().filter(|e| e["kind"] == "ConfigApplied").count();
+    wait_for("bravo polled after SIGHUP", Duration::from_secs(15), || {
+        server.stats(|s| s.by_path.contains_key("/bravo.xml"))
+    });
+    let applied = events(&dir)
+        .iter()
+        .filter(|e| e["kind"] == "ConfigApplied")
+        .count();
     assert_eq!(applied, 2, "the reload is recorded with its hash");
 
     let good = std::fs::read_to_string(dir.join("vigia.toml")).unwrap();
@@ -149,10 +217,16 @@ fn sighup_applies_a_good_config_and_refuses_a_broken_one() {
     signal(&child, libc::SIGHUP);
     let log = dir.join("daemon.log");
     wait_for("the refusal in the log", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("config reload refused")
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("config reload refused")
     });
     let requests = server.stats(|s| s.requests);
-    wait_for("polling goes on with the old config", Duration::from_secs(10), || server.stats(|s| s.requests) > requests);
+    wait_for(
+        "polling goes on with the old config",
+        Duration::from_secs(10),
+        || server.stats(|s| s.requests) > requests,
+    );
     assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
     let (status, _) = stop(child);
     assert!(status.success());
@@ -166,19 +240,28 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         if let Some(rest) = line.strip_prefix('#') {
             let kind = rest.split_whitespace().next().unwrap_or("");
-            assert!(matches!(kind, "TYPE" | "HELP"), "unexpected comment: {line}");
+            assert!(
+                matches!(kind, "TYPE" | "HELP"),
+                "unexpected comment: {line}"
+            );
             continue;
         }
-        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
         let metric = name.split('{').next().unwrap();
         assert!(
-            metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name: {line}"
         );
         if name.contains('{') {
             assert!(name.ends_with('}'), "unclosed labels: {line}");
         }
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
         samples.push((name.to_string(), v));
     }
     samples
@@ -188,22 +271,52 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
 fn metrics_move_after_a_cycle_and_health_follows_the_database() {
     let dir = Dir::new();
     let server = FeedServer::start();
-    server.feed("alpha.xml", rss("A", &[("1", "City council meets", "x"), ("2", "Council votes", "y")]), RSS);
+    server.feed(
+        "alpha.xml",
+        rss(
+            "A",
+            &[
+                ("1", "City council meets", "x"),
+                ("2", "Council votes", "y"),
+            ],
+        ),
+        RSS,
+    );
     let port = free_port();
-    write_config(&dir, port, &[("alpha", server.url("alpha.xml"))], "*/2 * * * * *");
+    write_config(
+        &dir,
+        port,
+        &[("alpha", server.url("alpha.xml"))],
+        "*/2 * * * * *",
+    );
     let child = start(&dir);
-    wait_for("/healthz", Duration::from_secs(30), || get(port, "/healthz").is_some_and(|(s, _)| s == 200));
+    wait_for("/healthz", Duration::from_secs(30), || {
+        get(port, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
     wait_for("a poll counted", Duration::from_secs(20), || {
         get(port, "/metrics").is_some_and(|(_, body)| body.contains("vigia_polls_total"))
     });
     let (status, body) = get(port, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("# TYPE vigia_polls_total counter"), "{body}");
-    assert!(body.contains("# TYPE vigia_poll_duration_seconds histogram"), "{body}");
+    assert!(
+        body.contains("# TYPE vigia_poll_duration_seconds histogram"),
+        "{body}"
+    );
     let samples = parse_prometheus(&body);
-    let articles: f64 = samples.iter().filter(|(n, _)| n.starts_with("vigia_articles_total{kind=\"discovered\"")).map(|(_, v)| v).sum();
+    let articles: f64 = samples
+        .iter()
+        .filter(|(n, _)| n.starts_with("vigia_articles_total{kind=\"discovered\""))
+        .map(|(_, v)| v)
+        .sum();
     assert_eq!(articles, 2.0, "{body}");
-    let polls = |samples: &[(String, f64)]| -> f64 { samples.iter().filter(|(n, _)| n.starts_with("vigia_polls_total")).map(|(_, v)| v).sum() };
+    let polls = |samples: &[(String, f64)]| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, _)| n.starts_with("vigia_polls_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
     let first = polls(&samples);
     wait_for("more polls counted", Duration::from_secs(15), || {
         polls(&parse_prometheus(&get(port, "/metrics").unwrap().1)) > first
@@ -216,7 +329,9 @@ fn metrics_move_after_a_cycle_and_health_follows_the_database() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("unhealthy"), "{body}");
     std::fs::rename(&aside, dir.db()).unwrap();
-    wait_for("healthy again", Duration::from_secs(10), || get(port, "/healthz").is_some_and(|(s, _)| s == 200));
+    wait_for("healthy again", Duration::from_secs(10), || {
+        get(port, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
     let (status, _) = stop(child);
     assert!(status.success());
 }
