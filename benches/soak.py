@@ -91,10 +91,15 @@ def main():
             if n % 30 == 0:  # a stance flips, in both outlets
                 flip += 1
                 oppose = flip % 2 == 1
-                words = " ".join(f"k{flip}x{j}" for j in range(6))
                 for o in outlets:
-                    title = (f"Mexico rejects US military strikes against cartels {words} {o}" if oppose else
-                             f"Mexico agrees to joint raids with US special forces {words} {o}")
+                    # Each outlet words its own story (copies of one story would count once).
+                    words = " ".join(f"{o}{flip}x{j}" for j in range(6))
+                    if o == "sa":
+                        title = (f"Mexico rejects US military strikes against cartels {words}" if oppose else
+                                 f"Mexico agrees to joint raids with US special forces {words}")
+                    else:
+                        title = (f"Sheinbaum rechaza la intervención militar de Estados Unidos {words}" if oppose else
+                                 f"México acepta operativos conjuntos con fuerzas especiales de Estados Unidos {words}")
                     guid = f"{o}-{flip}"
                     outlets[o].append(item(guid, title, "Officials confirmed it.", f"http://{o}.example/{flip}"))
                     published.add(guid)

@@ -1,0 +1,321 @@
+//! The command line: argument parsing (clap), dispatch, and the mapping from errors
+//! to exit codes. This is the only layer that prints; the library below it returns
+//! values and typed errors. `detection.rs` holds classify and eval; `reports.rs` the
+//! commands that show the state (check, events, feeds, stances, digests, subscribers).
+
+mod detection;
+mod reports;
+
+use detection::{classify, detector, eval};
+use reports::{check, preview, print_events, print_feeds, print_stances, subscribers};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError};
+use crate::projections;
+use crate::store::EventStore;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigia",
+    version,
+    about = "News-monitoring daemon: feeds in, stances and digests out"
+)]
+pub struct Args {
+    /// Config file [default: $VIGIA_CONFIG, else config/vigia.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Database file, overriding the config's [daemon] database
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace)
+    #[arg(short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub log_verbosity: u8,
+    /// Less logging (errors only)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM/SIGINT (or one cycle with --once)
+    Run {
+        /// Poll every feed now, deliver what is due, then exit
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate the config: a summary and exit 0, or every error and exit 2
+    Check,
+    /// Rebuild every projection from the event log
+    Replay {
+        /// First re-run detection over every stored article under the config's
+        /// current topic rules (no refetching); earlier classifications stay in the log
+        #[arg(long)]
+        reclassify: bool,
+    },
+    /// Print the event log as JSON Lines
+    Events {
+        /// Only events after this sequence number
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        since: u64,
+        /// Only events of this kind (e.g. ArticleDiscovered)
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Keep printing new events as they are recorded
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Per-feed health: last poll, status, error streak, next due time, articles
+    Feeds,
+    /// Current stance per issue and actor, since when, and the evidence
+    Stances {
+        /// Every recorded change, oldest first
+        #[arg(long)]
+        history: bool,
+    },
+    /// Digests
+    #[command(subcommand)]
+    Digest(DigestCommand),
+    /// Manage subscribers (recorded as events; works while the daemon runs)
+    #[command(subcommand)]
+    Subscribers(SubscribersCommand),
+    /// JSON Lines articles on stdin → topics and stances as JSON Lines on stdout
+    Classify,
+    /// Score the detector against a labelled JSON Lines file
+    Eval {
+        /// Labelled articles, one JSON object a line
+        file: PathBuf,
+        /// The topic whose relevance is scored [default: the config's first]
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print the metrics as one JSON object
+        #[arg(long)]
+        json: bool,
+        /// Print every miss
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DigestCommand {
+    /// Render what would be sent now, without sending
+    Preview {
+        /// Only this subscriber's digest
+        #[arg(long, value_name = "EMAIL")]
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscribersCommand {
+    /// Every subscriber, confirmed, pending or gone
+    List,
+    /// Subscribe an address (confirmed at once: the operator vouches for it)
+    Add {
+        email: String,
+        /// A topic id (repeat for several)
+        #[arg(long = "topic", required = true)]
+        topics: Vec<String>,
+        /// "on-change", or a cron schedule for periodic digests
+        #[arg(long, default_value = "on-change")]
+        digest: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Unsubscribe an address
+    Remove { email: String },
+}
+
+/// An error in how vigia was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// The error as the operator should read it: config diagnostics one per line.
+pub fn describe(err: &anyhow::Error) -> String {
+    if let Some(ConfigError::Invalid(diags)) = err.downcast_ref::<ConfigError>() {
+        let n = diags.len();
+        return format!(
+            "the config has {n} problem{}:\n{err}",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    format!("{err:#}")
+}
+
+pub fn run(args: Args) -> Result<()> {
+    init_logging(&args);
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("VIGIA_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    match &args.command {
+        Command::Check => check(&config_path),
+        Command::Run { once } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            let runtime = runtime()?;
+            if *once {
+                let report = runtime.block_on(crate::daemon::run_once(&config, &store))?;
+                tracing::info!(
+                    polled = report.polled,
+                    failed = report.failed,
+                    new_articles = report.new_articles,
+                    revised_articles = report.revised_articles,
+                    stance_changes = report.after.stance_changes,
+                    digests_queued = report.after.digests_queued,
+                    digests_sent = report.after.delivery.sent,
+                    digests_failed = report.after.delivery.failed + report.after.delivery.given_up,
+                    "cycle done"
+                );
+                Ok(())
+            } else {
+                runtime.block_on(crate::daemon::run(
+                    config,
+                    store,
+                    crate::daemon::shutdown_signal(),
+                ))
+            }
+        }
+        Command::Replay { reclassify } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            let started = std::time::Instant::now();
+            if *reclassify {
+                let detector = detector(&config)?;
+                let (read, new) =
+                    crate::observe::reclassify(&detector, &store).context("reclassifying")?;
+                println!(
+                    "reclassified {read} articles under rules {}: {new} new readings, {} unchanged",
+                    detector.rules_hash,
+                    read - new
+                );
+            }
+            let applied = projections::rebuild(&store).context("rebuilding the projections")?;
+            println!(
+                "replayed {applied} events into {} projections in {:.2}s",
+                projections::all().len(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Events {
+            since,
+            kind,
+            follow,
+        } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            if let Some(kind) = kind {
+                if !crate::events::KINDS.contains(&kind.as_str()) {
+                    return Err(UsageError(format!(
+                        "unknown event kind {kind:?}; kinds: {}",
+                        crate::events::KINDS.join(", ")
+                    ))
+                    .into());
+                }
+            }
+            let store = open_store(&config)?;
+            print_events(&store, *since, kind.as_deref(), *follow)
+        }
+        Command::Feeds => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            print_feeds(&config, &store)
+        }
+        Command::Stances { history } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            print_stances(&config, &store, *history)
+        }
+        Command::Digest(DigestCommand::Preview { to }) => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            preview(&config, &store, to.as_deref())
+        }
+        Command::Subscribers(cmd) => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            subscribers(&config, &store, cmd)
+        }
+        Command::Classify => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            classify(&config)
+        }
+        Command::Eval {
+            file,
+            topic,
+            json,
+            verbose,
+        } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            eval(&config, file, topic.as_deref(), *json, *verbose)
+        }
+    }
+}
+
+/// An article as `vigia classify` reads it; only id and title are required.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(args: &Args) {
+    let level = if args.quiet {
+        "error"
+    } else {
+        match args.log_verbosity {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigia={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn load_config(path: &Path, db_override: Option<&Path>) -> Result<Config> {
+    let mut config = Config::load(path)?;
+    if let Some(db) = db_override {
+        config.daemon.database = db.to_path_buf();
+    }
+    Ok(config)
+}
+
+fn open_store(config: &Config) -> Result<EventStore> {
+    let store = EventStore::open(&config.daemon.database)?;
+    projections::catch_up(&store).context("bringing the projections up to date")?;
+    Ok(store)
+}

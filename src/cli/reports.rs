@@ -1,0 +1,353 @@
+//! The commands that show vigia's state: check, events, feeds, stances, digest
+//! preview and subscribers.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{SubscribersCommand, UsageError};
+use crate::config::{Config, MailTransport};
+use crate::projections::FeedHealth;
+use crate::store::EventStore;
+
+pub(super) fn check(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: ok", path.display())?;
+    writeln!(out, "  database:    {}", config.daemon.database.display())?;
+    writeln!(
+        out,
+        "  feeds:       {} (default schedule \"{}\")",
+        config.feeds.len(),
+        config.daemon.schedule.source()
+    )?;
+    let topics: Vec<&str> = config.topics.iter().map(|t| t.id.as_str()).collect();
+    writeln!(
+        out,
+        "  topics:      {}",
+        if topics.is_empty() {
+            "none".to_string()
+        } else {
+            topics.join(", ")
+        }
+    )?;
+    writeln!(out, "  subscribers: {}", config.subscribers.len())?;
+    let mail = match &config.mail.transport {
+        MailTransport::Smtp {
+            host, port, tls, ..
+        } => format!("smtp {host}:{port} ({tls:?})"),
+        MailTransport::Sendmail { command } => format!("sendmail ({})", command.display()),
+        MailTransport::File { dir } => format!("files under {}", dir.display()),
+    };
+    writeln!(out, "  mail:        {mail}")?;
+    match config.daemon.listen {
+        Some(addr) => writeln!(out, "  listen:      {addr}")?,
+        None => writeln!(out, "  listen:      off")?,
+    }
+    Ok(())
+}
+
+pub(super) fn print_events(
+    store: &EventStore,
+    since: u64,
+    kind: Option<&str>,
+    follow: bool,
+) -> Result<()> {
+    const PAGE: usize = 10_000;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut after = since;
+    loop {
+        let page = store.read_from(after, PAGE, kind)?;
+        for event in &page {
+            let line = serde_json::to_string(event)?;
+            if writeln!(out, "{line}").is_err() {
+                return Ok(()); // the reader went away (a closed pipe): not an error
+            }
+            after = event.seq;
+        }
+        if page.len() == PAGE {
+            continue;
+        }
+        if out.flush().is_err() || !follow {
+            return Ok(());
+        }
+        // Another process may be appending: poll the database for new events.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub(super) fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
+    let health = store.read(FeedHealth::list)?;
+    let now = chrono::Utc::now();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<20} {:>6} {:>6} {:<20} {:>8}  LAST ERROR",
+        "FEED", "LAST POLL", "STATUS", "ERRORS", "NEXT DUE", "ARTICLES"
+    )?;
+    for feed in &config.feeds {
+        let row = health.iter().find(|h| h.feed_id == feed.id);
+        let due = crate::daemon::next_due(config, feed, row, now);
+        let status = row
+            .and_then(|h| h.last_status)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let last_poll = row
+            .and_then(|h| h.last_poll_at.clone())
+            .map(|t| short_time(&t))
+            .unwrap_or_else(|| "never".into());
+        let due = match due {
+            Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            None => "stopped (410 Gone)".into(),
+        };
+        let error = row
+            .and_then(|h| {
+                h.last_error_kind
+                    .as_ref()
+                    .map(|k| format!("{k}: {}", h.last_error.clone().unwrap_or_default()))
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<24} {:<20} {:>6} {:>6} {:<20} {:>8}  {}",
+            feed.id,
+            last_poll,
+            status,
+            row.map(|h| h.error_streak).unwrap_or(0),
+            due,
+            row.map(|h| h.articles).unwrap_or(0),
+            error
+        )?;
+    }
+    let orphans: Vec<&str> = health
+        .iter()
+        .filter(|h| !config.feeds.iter().any(|f| f.id == h.feed_id))
+        .map(|h| h.feed_id.as_str())
+        .collect();
+    if !orphans.is_empty() {
+        writeln!(
+            out,
+            "\nno longer in the config (history kept): {}",
+            orphans.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+fn short_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+pub(super) fn print_stances(config: &Config, store: &EventStore, history: bool) -> Result<()> {
+    use crate::projections::Stances;
+    let mut out = std::io::stdout().lock();
+    let label = |topic: &str, issue: &str, actor: &str| {
+        let rules = config.topics.iter().find(|t| t.id == topic);
+        (
+            rules
+                .map(|r| r.issue_label(issue))
+                .unwrap_or_else(|| issue.to_string()),
+            rules
+                .map(|r| r.actor_label(actor))
+                .unwrap_or_else(|| actor.to_string()),
+        )
+    };
+    if history {
+        let changes = store.read(|c| Stances::changes_since(c, 0))?;
+        if changes.is_empty() {
+            writeln!(out, "no stance has been established yet")?;
+        }
+        for c in changes {
+            let (issue_label, actor_label) = label(&c.topic, &c.issue, &c.actor);
+            writeln!(
+                out,
+                "{}  {} {} {}: {} -> {}   ({actor_label} on {issue_label}; {} {})",
+                short_time(&c.at),
+                c.topic,
+                c.issue,
+                c.actor,
+                c.from.as_deref().unwrap_or("none"),
+                c.to,
+                c.evidence.len(),
+                if c.evidence.len() == 1 {
+                    "story"
+                } else {
+                    "stories"
+                }
+            )?;
+            for e in &c.evidence {
+                writeln!(
+                    out,
+                    "      {} — {}: \"{}\"",
+                    e.outlet.as_deref().unwrap_or("?"),
+                    e.title,
+                    e.sentence
+                )?;
+            }
+        }
+        return Ok(());
+    }
+    let current = store.read(Stances::current)?;
+    writeln!(
+        out,
+        "{:<18} {:<22} {:<8} {:<8} {:<20} EVIDENCE",
+        "TOPIC", "ISSUE", "ACTOR", "STANCE", "SINCE"
+    )?;
+    for topic in &config.topics {
+        for issue in &topic.issues {
+            for actor in &topic.actors {
+                let row = current
+                    .iter()
+                    .find(|c| c.topic == topic.id && c.issue == issue.id && c.actor == actor.id);
+                match row {
+                    Some(c) => {
+                        writeln!(
+                            out,
+                            "{:<18} {:<22} {:<8} {:<8} {:<20} {} {}",
+                            topic.id,
+                            issue.id,
+                            actor.id,
+                            c.stance,
+                            short_time(&c.since),
+                            c.evidence.len(),
+                            if c.evidence.len() == 1 {
+                                "story"
+                            } else {
+                                "stories"
+                            }
+                        )?;
+                        for e in &c.evidence {
+                            writeln!(
+                                out,
+                                "    {} — {} {}\n      \"{}\"",
+                                e.outlet.as_deref().unwrap_or("?"),
+                                e.title,
+                                e.url.as_deref().unwrap_or(""),
+                                e.sentence
+                            )?;
+                        }
+                    }
+                    None => writeln!(
+                        out,
+                        "{:<18} {:<22} {:<8} {:<8}",
+                        topic.id, issue.id, actor.id, "-"
+                    )?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> Result<()> {
+    use crate::projections::Subscribers;
+    let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
+    let now = chrono::Utc::now();
+    let subs = store.read(Subscribers::confirmed)?;
+    let subs: Vec<_> = match to {
+        Some(email) => {
+            let found: Vec<_> = subs
+                .into_iter()
+                .filter(|s| s.email == email.to_lowercase())
+                .collect();
+            if found.is_empty() {
+                return Err(UsageError(format!("{email} is not a confirmed subscriber")).into());
+            }
+            found
+        }
+        None => subs,
+    };
+    let mut out = std::io::stdout().lock();
+    if subs.is_empty() {
+        writeln!(out, "no confirmed subscribers")?;
+    }
+    for sub in subs {
+        match store.read(|c| crate::digest::draft_for(c, config, &sub, now))? {
+            Some(draft) => {
+                let (text, _html) = templates.render(&draft)?;
+                writeln!(
+                    out,
+                    "To: {}\nSubject: {}\n\n{}",
+                    sub.address, draft.subject, text
+                )?;
+            }
+            None => writeln!(out, "{}: nothing to send now", sub.address)?,
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn subscribers(
+    config: &Config,
+    store: &EventStore,
+    cmd: &SubscribersCommand,
+) -> Result<()> {
+    use crate::projections::Subscribers;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        SubscribersCommand::List => {
+            writeln!(
+                out,
+                "{:<36} {:<12} {:<24} {:<14} VIA",
+                "EMAIL", "STATUS", "TOPICS", "DIGEST"
+            )?;
+            for s in store.read(Subscribers::all)? {
+                writeln!(
+                    out,
+                    "{:<36} {:<12} {:<24} {:<14} {}",
+                    s.address,
+                    s.status,
+                    s.topics.join(","),
+                    s.digest,
+                    s.via
+                )?;
+            }
+        }
+        SubscribersCommand::Add {
+            email,
+            topics,
+            digest,
+            name,
+        } => {
+            if !crate::config::valid_address(email) {
+                return Err(UsageError(format!("{email:?} is not an email address")).into());
+            }
+            for t in topics {
+                if !config.topics.iter().any(|c| &c.id == t) {
+                    return Err(UsageError(format!("unknown topic {t:?}")).into());
+                }
+            }
+            let digest = if digest == "on-change" {
+                crate::config::DigestMode::OnChange
+            } else {
+                crate::config::DigestMode::Every(Box::new(
+                    crate::schedule::CronSchedule::parse(digest)
+                        .map_err(|e| UsageError(format!("--digest: {e}")))?,
+                ))
+            };
+            crate::subscribers::add(
+                store,
+                &crate::config::SubscriberConfig {
+                    email: email.clone(),
+                    name: name.clone(),
+                    topics: topics.clone(),
+                    digest,
+                },
+            )?;
+            writeln!(out, "subscribed {email}")?;
+        }
+        SubscribersCommand::Remove { email } => {
+            if crate::subscribers::remove(store, email)? {
+                writeln!(out, "unsubscribed {email}")?;
+            } else {
+                return Err(UsageError(format!("{email} is not subscribed")).into());
+            }
+        }
+    }
+    Ok(())
+}
