@@ -173,14 +173,13 @@ async fn poll_inner(
     let (parsed, readings) = match parsed {
         Ok(p) => p,
         Err(e) => {
-            let mut err = FetchError {
+            let err = FetchError {
                 kind: e.kind(),
                 message: e.to_string(),
                 status: Some(fetched.status),
                 retry_after: None,
                 elapsed: fetched.elapsed,
             };
-            err.message = e.to_string();
             return record_failure(store, feed, &url, err, streak, limits);
         }
     };
