@@ -139,22 +139,37 @@ pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport
             tracing::info!(feed = %feed.id, "skipped: the server said 410 Gone; change its url to resume");
             continue;
         }
-        let (fetcher, store, feed, limits, detector) = (
-            fetcher.clone(),
-            store.clone(),
-            feed.clone(),
-            config.daemon.fetch.clone(),
-            detector.clone(),
-        );
-        tasks.spawn(async move { ingest::poll(&fetcher, &store, &feed, &limits, &detector).await });
+        tasks.spawn(poll_task(&fetcher, store, feed, config, &detector));
     }
     let mut report = CycleReport::default();
     while let Some(joined) = tasks.join_next().await {
-        let outcome = joined.context("a poll task panicked")??;
-        report.add(&outcome);
+        let (_, outcome) = joined.context("a poll task panicked")?;
+        report.add(&outcome?);
     }
     report.after = after_polls(config, store).await?;
     Ok(report)
+}
+
+/// One poll as a task of its own: (feed id, outcome).
+fn poll_task(
+    fetcher: &Fetcher,
+    store: &EventStore,
+    feed: &FeedConfig,
+    config: &Config,
+    detector: &Arc<Detector>,
+) -> impl Future<Output = (String, Result<PollOutcome, crate::store::StoreError>)> + Send + 'static
+{
+    let (fetcher, store, feed, limits, detector) = (
+        fetcher.clone(),
+        store.clone(),
+        feed.clone(),
+        config.daemon.fetch.clone(),
+        detector.clone(),
+    );
+    async move {
+        let outcome = ingest::poll(&fetcher, &store, &feed, &limits, &detector).await;
+        (feed.id, outcome)
+    }
 }
 
 /// Whether the feed answered 410 Gone at the URL the config still names.
@@ -331,17 +346,7 @@ pub async fn run(
             };
             if due <= now {
                 in_flight.insert(feed.id.clone());
-                let (fetcher, store, feed, limits, detector) = (
-                    fetcher.clone(),
-                    store.clone(),
-                    feed.clone(),
-                    config.daemon.fetch.clone(),
-                    detector.clone(),
-                );
-                tasks.spawn(async move {
-                    let outcome = ingest::poll(&fetcher, &store, &feed, &limits, &detector).await;
-                    (feed.id, outcome)
-                });
+                tasks.spawn(poll_task(&fetcher, &store, feed, &config, &detector));
             } else {
                 next_wake = next_wake.min(due);
             }
