@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     };
     match vigia::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`vigia feeds | head`): nothing to report.
+        Err(err) if vigia::cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let code = vigia::cli::exit_code(&err);
             eprintln!("vigia: {}", vigia::cli::describe(&err));

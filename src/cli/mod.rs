@@ -154,6 +154,14 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Whether the error is only that stdout was closed by its reader.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The error as the operator should read it: config diagnostics one per line.
 pub fn describe(err: &anyhow::Error) -> String {
     if let Some(ConfigError::Invalid(diags)) = err.downcast_ref::<ConfigError>() {
