@@ -137,6 +137,11 @@ pub(super) fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
     Ok(())
 }
 
+/// "1 story", "3 stories".
+fn stories(n: usize) -> String {
+    format!("{n} {}", if n == 1 { "story" } else { "stories" })
+}
+
 fn short_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -166,19 +171,14 @@ pub(super) fn print_stances(config: &Config, store: &EventStore, history: bool) 
             let (issue_label, actor_label) = label(&c.topic, &c.issue, &c.actor);
             writeln!(
                 out,
-                "{}  {} {} {}: {} -> {}   ({actor_label} on {issue_label}; {} {})",
+                "{}  {} {} {}: {} -> {}   ({actor_label} on {issue_label}; {})",
                 short_time(&c.at),
                 c.topic,
                 c.issue,
                 c.actor,
                 c.from.as_deref().unwrap_or("none"),
                 c.to,
-                c.evidence.len(),
-                if c.evidence.len() == 1 {
-                    "story"
-                } else {
-                    "stories"
-                }
+                stories(c.evidence.len())
             )?;
             for e in &c.evidence {
                 writeln!(
@@ -208,18 +208,13 @@ pub(super) fn print_stances(config: &Config, store: &EventStore, history: bool) 
                     Some(c) => {
                         writeln!(
                             out,
-                            "{:<18} {:<22} {:<8} {:<8} {:<20} {} {}",
+                            "{:<18} {:<22} {:<8} {:<8} {:<20} {}",
                             topic.id,
                             issue.id,
                             actor.id,
                             c.stance,
                             short_time(&c.since),
-                            c.evidence.len(),
-                            if c.evidence.len() == 1 {
-                                "story"
-                            } else {
-                                "stories"
-                            }
+                            stories(c.evidence.len())
                         )?;
                         for e in &c.evidence {
                             writeln!(
