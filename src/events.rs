@@ -236,25 +236,15 @@ pub enum SubscriptionChannel {
     OneClick,
 }
 
-/// Someone asked to subscribe (pending until confirmed).
+/// A subscription: the payload of SubscriberRequested (pending until confirmed) and of
+/// SubscriberConfirmed (receives digests: confirmed by link, or added by the operator).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubscriberRequested {
+pub struct Subscription {
     pub email: String,
     #[serde(default)]
     pub name: Option<String>,
     pub topics: Vec<String>,
     /// "on-change" or a cron schedule.
-    pub digest: String,
-    pub via: SubscriptionChannel,
-}
-
-/// A subscriber who receives digests: confirmed by link, or added by the operator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubscriberConfirmed {
-    pub email: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    pub topics: Vec<String>,
     pub digest: String,
     pub via: SubscriptionChannel,
 }
@@ -369,8 +359,8 @@ events! {
     ArticleClassified => ArticleClassified @ 1,
     StanceObserved => StanceObserved @ 1,
     StanceChanged => StanceChanged @ 1,
-    SubscriberRequested => SubscriberRequested @ 1,
-    SubscriberConfirmed => SubscriberConfirmed @ 1,
+    SubscriberRequested => Subscription @ 1,
+    SubscriberConfirmed => Subscription @ 1,
     SubscriberUnsubscribed => SubscriberUnsubscribed @ 1,
     DigestQueued => DigestQueued @ 1,
     DigestSent => DigestSent @ 1,

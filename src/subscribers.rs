@@ -3,7 +3,7 @@
 //! not put back by a config that still names them (their choice wins; the log says so).
 
 use crate::config::{Config, DigestMode, SubscriberConfig};
-use crate::events::{Event, SubscriberConfirmed, SubscriberUnsubscribed, SubscriptionChannel};
+use crate::events::{Event, SubscriberUnsubscribed, Subscription, SubscriptionChannel};
 use crate::projections::{self, SubscriberRow, Subscribers};
 use crate::store::{EventStore, NewEvent, StoreError};
 
@@ -67,7 +67,7 @@ pub fn apply_config(store: &EventStore, config: &Config) -> Result<usize, StoreE
 fn confirm(sub: &SubscriberConfig, digest: &str, via: SubscriptionChannel) -> NewEvent {
     NewEvent::new(
         subscriber_stream(&sub.email),
-        Event::SubscriberConfirmed(SubscriberConfirmed {
+        Event::SubscriberConfirmed(Subscription {
             email: sub.email.clone(),
             name: sub.name.clone(),
             topics: sub.topics.clone(),

@@ -127,14 +127,14 @@ fn changed(oppose: bool) -> Event {
 fn subscriber(email: &str, what: u8) -> Event {
     use vigia::events::*;
     match what {
-        0 => Event::SubscriberRequested(SubscriberRequested {
+        0 => Event::SubscriberRequested(Subscription {
             email: email.into(),
             name: None,
             topics: vec!["us-mx-security".into()],
             digest: "on-change".into(),
             via: SubscriptionChannel::Web,
         }),
-        1 => Event::SubscriberConfirmed(SubscriberConfirmed {
+        1 => Event::SubscriberConfirmed(Subscription {
             email: email.into(),
             name: Some("N".into()),
             topics: vec!["us-mx-security".into()],
