@@ -85,7 +85,11 @@ pub async fn after_polls(config: &Config, store: &EventStore) -> Result<AfterRep
         let changes = crate::stance::track(&store, &config.tracking, now)?;
         projections::catch_up(&store)?;
         let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
-        let drafts = store.read(|c| crate::digest::drafts(c, &config, now))?;
+        let signer = crate::web::tokens::LinkSigner::from_config(&config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "digests go out with the mailto unsubscribe only");
+            None
+        });
+        let drafts = store.read(|c| crate::digest::drafts(c, &config, signer.as_ref(), now))?;
         let queued = crate::digest::queue(&store, &config, &templates, drafts, now)?;
         projections::catch_up(&store)?;
         let delivery = match crate::digest::mail::Mailer::new(&config) {
@@ -283,16 +287,22 @@ pub async fn run(
 ) -> Result<()> {
     let mut detector = Arc::new(Detector::new(&config.topics)?);
     apply(&config, &store, &detector)?;
+    // Fails fast on a web key that cannot be read (or its file created).
+    crate::web::tokens::LinkSigner::from_config(&config)?;
     let mut config = Arc::new(config);
+    let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
+    let outbox_nudge = Arc::new(tokio::sync::Notify::new());
     let mut fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let health = Health::new(config.daemon.database.clone(), MAX_CYCLE_AGE);
     let (stop_service, service_stopped) = tokio::sync::watch::channel(false);
     let service = match config.daemon.listen {
         Some(addr) => {
             crate::service::metrics_handle();
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr} for /healthz and /metrics"))?;
+            let web = crate::web::Web::new(store.clone(), config_rx, outbox_nudge.clone())
+                .context("loading the page templates")?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("listening on {addr} for the web pages, /healthz and /metrics")
+            })?;
             let mut stopped = service_stopped.clone();
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -300,6 +310,7 @@ pub async fn run(
             Some(tokio::spawn(crate::service::serve(
                 listener,
                 health.clone(),
+                Some(Arc::new(web)),
                 stop,
             )))
         }
@@ -365,6 +376,7 @@ pub async fn run(
                         }
                         detector = new_detector;
                         config = Arc::new(new_config);
+                        let _ = config_tx.send(config.clone());
                         tracing::info!(feeds = config.feeds.len(), "config reloaded");
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "config reload refused; the running config stays"),
@@ -384,6 +396,8 @@ pub async fn run(
                     Err(e) => tracing::error!(error = %e, "a poll task panicked"),
                 }
             }
+            // A confirmation mail was queued: deliver it with the next round.
+            _ = outbox_nudge.notified() => news = true,
             _ = tokio::time::sleep(sleep) => {}
         }
     }

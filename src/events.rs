@@ -247,12 +247,18 @@ pub struct Subscription {
     /// "on-change" or a cron schedule.
     pub digest: String,
     pub via: SubscriptionChannel,
+    /// The id of the signed link that confirmed it, so the link works once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriberUnsubscribed {
     pub email: String,
     pub via: SubscriptionChannel,
+    /// The id of the signed link that unsubscribed, so the link works once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// A message in the outbox: rendered, with its Message-ID, before any attempt to send.

@@ -25,3 +25,4 @@ pub mod stance;
 pub mod store;
 pub mod story;
 pub mod subscribers;
+pub mod web;

@@ -1,4 +1,5 @@
-//! The daemon's HTTP face for operators: `/healthz` and Prometheus `/metrics`.
+//! The daemon's HTTP listener: `/healthz` and Prometheus `/metrics` for operators,
+//! beside the public pages of `crate::web`.
 //!
 //! Metrics are recorded with the `metrics` crate's macros where things happen (polls,
 //! articles, detection, stance changes, digests) and rendered by its Prometheus
@@ -162,19 +163,27 @@ async fn prometheus(State(handle): State<Option<PrometheusHandle>>) -> impl Into
     }
 }
 
-/// Serves /healthz and /metrics on a bound listener until `shutdown` completes.
+/// Serves /healthz, /metrics and the web pages on a bound listener until `shutdown`
+/// completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Health,
+    web: Option<Arc<crate::web::Web>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = metrics_handle();
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz).with_state(health))
         .route("/metrics", get(prometheus).with_state(handle));
+    if let Some(web) = web {
+        app = app.merge(crate::web::routes(web));
+    }
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "serving /healthz and /metrics");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    tracing::info!(addr = ?addr, "serving /healthz, /metrics and the web pages");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -1,11 +1,26 @@
-//! Subscriptions as events: the config's subscribers applied when the config is, and
-//! the operator's `vigia subscribers add/remove`. Someone who unsubscribed by link is
-//! not put back by a config that still names them (their choice wins; the log says so).
+//! Subscriptions as events: the config's subscribers applied when the config is, the
+//! operator's `vigia subscribers add/remove`, and self-service from the web: a request
+//! (pending, with a confirmation mail in the outbox), its confirmation by a signed
+//! link, and unsubscribing by a signed link or one-click POST.
+//!
+//! Someone who unsubscribed by link is not put back by a config that still names them
+//! (their choice wins; the log says so). Every link works once: the event it causes
+//! records the token's id. Nothing here knows HTTP; `crate::web` turns outcomes into pages.
+
+use chrono::{DateTime, Utc};
 
 use crate::config::{Config, DigestMode, SubscriberConfig};
+use crate::digest::{ConfirmationDraft, RenderError, Templates};
 use crate::events::{Event, SubscriberUnsubscribed, Subscription, SubscriptionChannel};
-use crate::projections::{self, SubscriberRow, Subscribers};
+use crate::projections::{self, Outbox, SubscriberRow, Subscribers};
 use crate::store::{EventStore, NewEvent, StoreError};
+use crate::web::tokens::{KeyError, LinkSigner, Purpose, TokenError, CONFIRM_TTL_S};
+
+/// At most one confirmation mail per address in this many seconds.
+pub const CONFIRMATION_GAP_S: i64 = 3600;
+/// At most this many confirmation mails in an hour, over all addresses: the form
+/// cannot be turned into a mail cannon by spreading requests over many addresses.
+pub const CONFIRMATIONS_PER_HOUR: u64 = 200;
 
 pub fn subscriber_stream(email: &str) -> String {
     format!("subscriber:{}", email.to_lowercase())
@@ -41,7 +56,7 @@ pub fn apply_config(store: &EventStore, config: &Config) -> Result<usize, StoreE
                 && r.name == sub.name
         });
         if !same {
-            batch.push(confirm(sub, &digest, SubscriptionChannel::Config));
+            batch.push(confirmed_event(sub, &digest, SubscriptionChannel::Config));
         }
     }
     for row in &known {
@@ -55,6 +70,7 @@ pub fn apply_config(store: &EventStore, config: &Config) -> Result<usize, StoreE
                 Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
                     email: row.address.clone(),
                     via: SubscriptionChannel::Config,
+                    token: None,
                 }),
             ));
         }
@@ -64,7 +80,7 @@ pub fn apply_config(store: &EventStore, config: &Config) -> Result<usize, StoreE
     Ok(n)
 }
 
-fn confirm(sub: &SubscriberConfig, digest: &str, via: SubscriptionChannel) -> NewEvent {
+fn confirmed_event(sub: &SubscriberConfig, digest: &str, via: SubscriptionChannel) -> NewEvent {
     NewEvent::new(
         subscriber_stream(&sub.email),
         Event::SubscriberConfirmed(Subscription {
@@ -73,13 +89,14 @@ fn confirm(sub: &SubscriberConfig, digest: &str, via: SubscriptionChannel) -> Ne
             topics: sub.topics.clone(),
             digest: digest.to_string(),
             via,
+            token: None,
         }),
     )
 }
 
 /// `vigia subscribers add`: confirmed at once (the operator vouches for the address).
 pub fn add(store: &EventStore, sub: &SubscriberConfig) -> Result<(), StoreError> {
-    store.append_one(confirm(
+    store.append_one(confirmed_event(
         sub,
         &digest_text(&sub.digest),
         SubscriptionChannel::Command,
@@ -102,7 +119,403 @@ pub fn remove(store: &EventStore, email: &str) -> Result<bool, StoreError> {
         Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
             email: row.address.clone(),
             via: SubscriptionChannel::Command,
+            token: None,
         }),
     ))?;
     Ok(true)
+}
+
+/// What a subscription request from the web asks for (already validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub email: String,
+    pub topics: Vec<String>,
+    /// "on-change" or a cron schedule.
+    pub digest: String,
+}
+
+/// What became of a request. The web answers every one the same way, so that nobody
+/// learns from it whether an address is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Recorded, with its confirmation mail in the outbox.
+    MailQueued,
+    /// A confirmation went to this address within the hour: nothing recorded or sent.
+    TooSoonForAddress,
+    /// The hourly cap on confirmation mails is reached: nothing recorded or sent.
+    TooManyOverall,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("self-service subscribing needs a [web] section in the config")]
+    NoWeb,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Records a self-service request and queues its confirmation mail, in one append,
+/// unless the address had one within the hour or the hourly cap is reached. Callers
+/// serialise requests (the web holds a lock), so two at once cannot both pass the
+/// checks.
+pub fn request(
+    store: &EventStore,
+    config: &Config,
+    templates: &Templates,
+    req: &Request,
+    now: DateTime<Utc>,
+) -> Result<RequestOutcome, SubscribeError> {
+    let signer = LinkSigner::from_config(config)?.ok_or(SubscribeError::NoWeb)?;
+    projections::catch_up(store)?;
+    let hour_ago = rfc3339(now - chrono::Duration::seconds(CONFIRMATION_GAP_S));
+    let (to_address, overall) = store.read(|c| {
+        Ok((
+            Outbox::confirmations_since(c, Some(&req.email), &hour_ago)?,
+            Outbox::confirmations_since(c, None, &hour_ago)?,
+        ))
+    })?;
+    if to_address > 0 {
+        return Ok(RequestOutcome::TooSoonForAddress);
+    }
+    if overall >= CONFIRMATIONS_PER_HOUR {
+        tracing::warn!("the hourly cap on confirmation mails is reached: requests are dropped");
+        return Ok(RequestOutcome::TooManyOverall);
+    }
+    let mode = if req.digest == "on-change" {
+        "on change".to_string()
+    } else {
+        format!("digest on \"{}\"", req.digest)
+    };
+    let draft = ConfirmationDraft {
+        recipient: req.email.clone(),
+        link: signer.confirm_url(&req.email, now.timestamp())?,
+        topics: crate::digest::topic_names(config, &req.topics),
+        mode,
+        expires_hours: CONFIRM_TTL_S / 3600,
+    };
+    let mail = crate::digest::confirmation(config, templates, &draft)?;
+    let requested = NewEvent::new(
+        subscriber_stream(&req.email),
+        Event::SubscriberRequested(Subscription {
+            email: req.email.clone(),
+            name: None,
+            topics: req.topics.clone(),
+            digest: req.digest.clone(),
+            via: SubscriptionChannel::Web,
+            token: None,
+        }),
+    );
+    store.append(vec![requested, mail])?;
+    Ok(RequestOutcome::MailQueued)
+}
+
+/// Why a signed link did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkRefused {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("this link has already been used")]
+    Used,
+    /// Confirm: no request waits; unsubscribe: the address is not subscribed, or the
+    /// link belongs to an earlier subscription.
+    #[error("this link no longer applies")]
+    Stale,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Refused(#[from] LinkRefused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the subscription task stopped: {0}")]
+    Panicked(String),
+}
+
+impl From<TokenError> for LinkError {
+    fn from(e: TokenError) -> LinkError {
+        LinkError::Refused(LinkRefused::Token(e))
+    }
+}
+
+fn unix(t: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp())
+}
+
+/// Checks a link's token and reads its subscriber, refusing a replayed link.
+fn follow(
+    store: &EventStore,
+    signer: &LinkSigner,
+    token: &str,
+    purpose: Purpose,
+    now: DateTime<Utc>,
+) -> Result<(crate::web::tokens::Token, Option<SubscriberRow>), LinkError> {
+    let token = signer.key().verify(token, purpose, now.timestamp())?;
+    projections::catch_up(store)?;
+    let (used, row) = store.read(|c| {
+        Ok((
+            Subscribers::token_used(c, &token.id)?,
+            Subscribers::get(c, &token.subject)?,
+        ))
+    })?;
+    if used {
+        return Err(LinkRefused::Used.into());
+    }
+    Ok((token, row))
+}
+
+/// Checks a confirmation link without using it: the address it would confirm.
+pub fn check_confirm(
+    store: &EventStore,
+    signer: &LinkSigner,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<String, LinkError> {
+    let (_, row) = follow(store, signer, token, Purpose::Confirm, now)?;
+    match row {
+        Some(r) if r.status == "pending" || r.pending.is_some() => Ok(r.address),
+        _ => Err(LinkRefused::Stale.into()),
+    }
+}
+
+/// Follows a confirmation link: the waiting request becomes the subscription.
+pub fn confirm(
+    store: &EventStore,
+    signer: &LinkSigner,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Subscription, LinkError> {
+    let (token, row) = follow(store, signer, token, Purpose::Confirm, now)?;
+    let Some(row) = row else {
+        return Err(LinkRefused::Stale.into());
+    };
+    let wanted = match (&row.pending, row.status.as_str()) {
+        (Some(p), _) => p.clone(),
+        (None, "pending") => Subscription {
+            email: row.address.clone(),
+            name: row.name.clone(),
+            topics: row.topics.clone(),
+            digest: row.digest.clone(),
+            via: SubscriptionChannel::Web,
+            token: None,
+        },
+        _ => return Err(LinkRefused::Stale.into()),
+    };
+    let confirmed = Subscription {
+        via: SubscriptionChannel::Link,
+        token: Some(token.id.clone()),
+        ..wanted
+    };
+    store.append_one(NewEvent::new(
+        subscriber_stream(&row.email),
+        Event::SubscriberConfirmed(confirmed.clone()),
+    ))?;
+    Ok(confirmed)
+}
+
+/// Checks an unsubscribe link without using it: the address it would unsubscribe.
+pub fn check_unsubscribe(
+    store: &EventStore,
+    signer: &LinkSigner,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<String, LinkError> {
+    let (token, row) = follow(store, signer, token, Purpose::Unsubscribe, now)?;
+    let row = current_subscription(&token, row)?;
+    Ok(row.address)
+}
+
+/// The subscription an unsubscribe link applies to: confirmed, and begun no later
+/// than the link was made (a link from an earlier subscription does not end a new one).
+fn current_subscription(
+    token: &crate::web::tokens::Token,
+    row: Option<SubscriberRow>,
+) -> Result<SubscriberRow, LinkError> {
+    match row {
+        Some(r)
+            if r.status == "confirmed"
+                && r.subscribed_since
+                    .as_deref()
+                    .and_then(unix)
+                    .is_none_or(|since| since <= token.issued) =>
+        {
+            Ok(r)
+        }
+        _ => Err(LinkRefused::Stale.into()),
+    }
+}
+
+/// Follows an unsubscribe link (the page's button, or a one-click POST).
+pub fn unsubscribe(
+    store: &EventStore,
+    signer: &LinkSigner,
+    token: &str,
+    via: SubscriptionChannel,
+    now: DateTime<Utc>,
+) -> Result<String, LinkError> {
+    let (token, row) = follow(store, signer, token, Purpose::Unsubscribe, now)?;
+    let row = current_subscription(&token, row)?;
+    store.append_one(NewEvent::new(
+        subscriber_stream(&row.email),
+        Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
+            email: row.address.clone(),
+            via,
+            token: Some(token.id),
+        }),
+    ))?;
+    Ok(row.address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::tokens::{Purpose, SigningKey};
+
+    const KEY: &str = "unit-test-key-0123456789";
+
+    fn setup() -> (tempfile::TempDir, EventStore, Config, LinkSigner) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("web.secret"), KEY).unwrap();
+        let text = "[daemon]\ndatabase = \"v.db\"\n\n[mail]\ntransport = \"file\"\ndir = \"out\"\nfrom = \"v <v@example.org>\"\n\n\
+                    [web]\npublic_url = \"https://vigia.example.org\"\nsecret_file = \"web.secret\"\n\n\
+                    [[topic]]\nid = \"a\"\n\n[[topic]]\nid = \"b\"\n";
+        let config = Config::parse(&dir.path().join("vigia.toml"), text).unwrap();
+        let store = EventStore::open(&dir.path().join("v.db")).unwrap();
+        let signer = LinkSigner::new(
+            "https://vigia.example.org",
+            SigningKey::from_bytes(KEY.as_bytes()).unwrap(),
+        );
+        (dir, store, config, signer)
+    }
+
+    fn row(store: &EventStore, email: &str) -> SubscriberRow {
+        projections::catch_up(store).unwrap();
+        store.read(|c| Subscribers::get(c, email)).unwrap().unwrap()
+    }
+
+    fn ask(
+        store: &EventStore,
+        config: &Config,
+        topics: &[&str],
+        now: DateTime<Utc>,
+    ) -> RequestOutcome {
+        let templates = Templates::load(None).unwrap();
+        let req = Request {
+            email: "ana@example.org".into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            digest: "on-change".into(),
+        };
+        request(store, config, &templates, &req, now).unwrap()
+    }
+
+    #[test]
+    fn a_request_waits_for_its_link_and_never_changes_a_confirmed_subscription() {
+        let (_dir, store, config, signer) = setup();
+        let t0 = Utc::now();
+        assert_eq!(ask(&store, &config, &["a"], t0), RequestOutcome::MailQueued);
+        assert_eq!(row(&store, "ana@example.org").status, "pending");
+        let confirm_link = signer
+            .key()
+            .sign(Purpose::Confirm, "ana@example.org", t0.timestamp(), 3600)
+            .unwrap();
+        confirm(&store, &signer, &confirm_link, t0).unwrap();
+        assert_eq!(row(&store, "ana@example.org").topics, vec!["a"]);
+
+        // Within the hour: nothing recorded; after it: a pending change, not applied.
+        assert_eq!(
+            ask(&store, &config, &["b"], t0),
+            RequestOutcome::TooSoonForAddress
+        );
+        let later = t0 + chrono::Duration::minutes(61);
+        assert_eq!(
+            ask(&store, &config, &["b"], later),
+            RequestOutcome::MailQueued
+        );
+        let r = row(&store, "ana@example.org");
+        assert_eq!(
+            (r.status.as_str(), r.topics.clone()),
+            ("confirmed", vec!["a".to_string()])
+        );
+        assert_eq!(r.pending.map(|p| p.topics), Some(vec!["b".to_string()]));
+        let second = signer
+            .key()
+            .sign(Purpose::Confirm, "ana@example.org", later.timestamp(), 3600)
+            .unwrap();
+        confirm(&store, &signer, &second, later).unwrap();
+        assert_eq!(row(&store, "ana@example.org").topics, vec!["b"]);
+        assert!(matches!(
+            confirm(&store, &signer, &second, later),
+            Err(LinkError::Refused(LinkRefused::Used))
+        ));
+    }
+
+    #[test]
+    fn an_unsubscribe_link_from_an_earlier_subscription_does_not_end_a_new_one() {
+        let (_dir, store, _config, signer) = setup();
+        let sub = SubscriberConfig {
+            email: "ana@example.org".into(),
+            name: None,
+            topics: vec!["a".into()],
+            digest: DigestMode::OnChange,
+        };
+        add(&store, &sub).unwrap();
+        let old = signer
+            .key()
+            .sign(
+                Purpose::Unsubscribe,
+                "ana@example.org",
+                Utc::now().timestamp() + 1,
+                3600,
+            )
+            .unwrap();
+        assert_eq!(
+            unsubscribe(
+                &store,
+                &signer,
+                &old,
+                SubscriptionChannel::OneClick,
+                Utc::now()
+            )
+            .unwrap(),
+            "ana@example.org"
+        );
+        // Back again (the old link has done its job; an older one than this
+        // subscription must not end it either).
+        let before = signer
+            .key()
+            .sign(
+                Purpose::Unsubscribe,
+                "ana@example.org",
+                Utc::now().timestamp() - 60,
+                3600,
+            )
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        add(&store, &sub).unwrap();
+        assert!(matches!(
+            unsubscribe(
+                &store,
+                &signer,
+                &before,
+                SubscriptionChannel::Link,
+                Utc::now()
+            ),
+            Err(LinkError::Refused(LinkRefused::Stale))
+        ));
+        assert!(matches!(
+            unsubscribe(&store, &signer, &old, SubscriptionChannel::Link, Utc::now()),
+            Err(LinkError::Refused(LinkRefused::Used))
+        ));
+        assert_eq!(row(&store, "ana@example.org").status, "confirmed");
+    }
 }

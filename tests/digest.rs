@@ -12,21 +12,21 @@ use crate::util::{count_kind, events, vigia, vigia_ok, Dir, FeedServer};
 
 const RSS: &str = "application/rss+xml";
 
-struct Item<'a> {
-    guid: &'a str,
-    title: &'a str,
-    summary: &'a str,
-    link: &'a str,
-    hours_ago: i64,
+pub(crate) struct Item<'a> {
+    pub guid: &'a str,
+    pub title: &'a str,
+    pub summary: &'a str,
+    pub link: &'a str,
+    pub hours_ago: i64,
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-fn rss(outlet: &str, items: &[&Item<'_>]) -> String {
+pub(crate) fn rss(outlet: &str, items: &[&Item<'_>]) -> String {
     let mut s = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>{outlet}</title><link>http://{outlet}.example/</link><description>d</description>");
     for it in items {
         let date = (chrono::Utc::now() - chrono::Duration::hours(it.hours_ago)).to_rfc2822();
@@ -42,7 +42,7 @@ fn rss(outlet: &str, items: &[&Item<'_>]) -> String {
     s
 }
 
-fn shipped_topics() -> String {
+pub(crate) fn shipped_topics() -> String {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/vigia.toml")).unwrap();
     text[text.find("[[topic]]").unwrap()..].to_string()
@@ -75,44 +75,45 @@ fn config(
     dir.write("vigia.toml", &text);
 }
 
-const REJECT_A: Item<'static> = Item {
+pub(crate) const REJECT_A: Item<'static> = Item {
     guid: "a1",
     title: "Mexico rejects any US military operation against cartels on its territory",
     summary: "President Claudia Sheinbaum said on Monday that Mexico would not accept US troops or strikes on its soil.",
     link: "http://outlet-a.example/2026/rejects",
     hours_ago: 50,
 };
-const REJECT_B: Item<'static> = Item {
+pub(crate) const REJECT_B: Item<'static> = Item {
     guid: "b1",
     title: "Sheinbaum: no habrá intervención militar de Estados Unidos en México",
     summary: "La presidenta afirmó que su gobierno no permitirá operaciones militares estadounidenses en territorio mexicano.",
     link: "http://outlet-b.example/2026/no-intervencion",
     hours_ago: 48,
 };
-const TURN: &str = "Mexico agrees to joint raids with US special forces against fentanyl labs";
-const TURN_LEAD: &str = "President Claudia Sheinbaum said Mexico had agreed to let US special forces join Mexican troops in raids on fentanyl laboratories.";
-const TURN_A: Item<'static> = Item {
+pub(crate) const TURN: &str =
+    "Mexico agrees to joint raids with US special forces against fentanyl labs";
+pub(crate) const TURN_LEAD: &str = "President Claudia Sheinbaum said Mexico had agreed to let US special forces join Mexican troops in raids on fentanyl laboratories.";
+pub(crate) const TURN_A: Item<'static> = Item {
     guid: "a2",
     title: TURN,
     summary: TURN_LEAD,
     link: "http://outlet-a.example/2026/joint-raids",
     hours_ago: 2,
 };
-const TURN_COPY: Item<'static> = Item {
+pub(crate) const TURN_COPY: Item<'static> = Item {
     guid: "c2",
     title: TURN,
     summary: TURN_LEAD,
     link: "http://outlet-c.example/world/joint-raids-copy",
     hours_ago: 2,
 };
-const TURN_B: Item<'static> = Item {
+pub(crate) const TURN_B: Item<'static> = Item {
     guid: "b2",
     title: "México acepta operativos conjuntos con fuerzas especiales de Estados Unidos",
     summary: "La presidenta anunció que México aceptó que fuerzas especiales estadounidenses participen en operativos contra laboratorios.",
     link: "http://outlet-b.example/2026/operativos",
     hours_ago: 2,
 };
-const HOSTILE: Item<'static> = Item {
+pub(crate) const HOSTILE: Item<'static> = Item {
     guid: "e2",
     title: "US and Mexico plan joint raids <script>alert(1)</script><img src=x onerror=alert(2)>",
     summary:
@@ -120,7 +121,7 @@ const HOSTILE: Item<'static> = Item {
     link: "javascript:alert(3)",
     hours_ago: 1,
 };
-const CONTRARY: Item<'static> = Item {
+pub(crate) const CONTRARY: Item<'static> = Item {
     guid: "d3",
     title: "Mexico rejects US military action on its soil, interior minister says",
     summary:
@@ -131,7 +132,7 @@ const CONTRARY: Item<'static> = Item {
 
 /// One part of the multipart message, decoded: everything after its headers up to the
 /// next boundary.
-fn part(raw: &str, content_type: &str) -> String {
+pub(crate) fn part(raw: &str, content_type: &str) -> String {
     let boundary = raw
         .split("boundary=\"")
         .nth(1)
@@ -145,12 +146,12 @@ fn part(raw: &str, content_type: &str) -> String {
     decode_qp(body.split(&format!("--{boundary}")).next().unwrap_or(""))
 }
 
-fn text_part(raw: &str) -> String {
+pub(crate) fn text_part(raw: &str) -> String {
     part(raw, "text/plain")
 }
 
 /// The HTML part with the entities a browser would decode (the template escapes '/').
-fn html_part(raw: &str) -> String {
+pub(crate) fn html_part(raw: &str) -> String {
     part(raw, "text/html")
         .replace("&#x2f;", "/")
         .replace("&#x27;", "'")
@@ -158,7 +159,7 @@ fn html_part(raw: &str) -> String {
 }
 
 /// Quoted-printable as lettre writes it (soft breaks and =XX escapes).
-fn decode_qp(s: &str) -> String {
+pub(crate) fn decode_qp(s: &str) -> String {
     let joined = s.replace("=\r\n", "");
     let bytes = joined.as_bytes();
     let mut out = Vec::new();

@@ -133,6 +133,7 @@ fn subscriber(email: &str, what: u8) -> Event {
             topics: vec!["us-mx-security".into()],
             digest: "on-change".into(),
             via: SubscriptionChannel::Web,
+            token: None,
         }),
         1 => Event::SubscriberConfirmed(Subscription {
             email: email.into(),
@@ -140,10 +141,12 @@ fn subscriber(email: &str, what: u8) -> Event {
             topics: vec!["us-mx-security".into()],
             digest: "on-change".into(),
             via: SubscriptionChannel::Config,
+            token: Some(format!("t-{email}")),
         }),
         _ => Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
             email: email.into(),
             via: SubscriptionChannel::Link,
+            token: Some(format!("u-{email}")),
         }),
     }
 }

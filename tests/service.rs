@@ -6,17 +6,9 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{rss, Dir, FeedServer, Route, VIGIA};
+use crate::util::{free_port, rss, Dir, FeedServer, Route, VIGIA};
 
 const RSS: &str = "application/rss+xml";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {

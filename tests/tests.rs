@@ -9,3 +9,4 @@ mod digest;
 mod event_store;
 mod ingest;
 mod service;
+mod web;

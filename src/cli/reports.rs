@@ -242,6 +242,7 @@ pub(super) fn print_stances(config: &Config, store: &EventStore, history: bool) 
 pub(super) fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> Result<()> {
     use crate::projections::Subscribers;
     let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
+    let signer = crate::web::tokens::LinkSigner::from_config(config)?;
     let now = chrono::Utc::now();
     let subs = store.read(Subscribers::confirmed)?;
     let subs: Vec<_> = match to {
@@ -262,7 +263,7 @@ pub(super) fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> 
         writeln!(out, "no confirmed subscribers")?;
     }
     for sub in subs {
-        match store.read(|c| crate::digest::draft_for(c, config, &sub, now))? {
+        match store.read(|c| crate::digest::draft_for(c, config, signer.as_ref(), &sub, now))? {
             Some(draft) => {
                 let (text, _html) = templates.render(&draft)?;
                 writeln!(

@@ -196,6 +196,8 @@ pub struct WebConfig {
     pub public_url: url::Url,
     pub secret: Secret,
     pub self_service: bool,
+    /// A folder whose page templates replace the built-in ones.
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -247,7 +249,7 @@ impl Config {
         let topic_ids = check_unique(&mut diags, topics.iter().map(|(id, _)| id), "topic");
         let feeds = read_feeds(&mut diags, root.remove("feed"));
         let mail = read_mail(&mut diags, root.remove("mail"), &base);
-        let web = read_web(&mut diags, root.remove("web"));
+        let web = read_web(&mut diags, root.remove("web"), &base);
         let subscribers = read_subscribers(&mut diags, root.remove("subscriber"), &topic_ids);
         let tracking = match table_section(
             &mut diags,

@@ -50,7 +50,13 @@ const MAIL_KEYS: &[&str] = &[
     "templates",
     "retry_base_s",
 ];
-const WEB_KEYS: &[&str] = &["public_url", "secret_env", "secret_file", "self_service"];
+const WEB_KEYS: &[&str] = &[
+    "public_url",
+    "secret_env",
+    "secret_file",
+    "self_service",
+    "templates",
+];
 const SUBSCRIBER_KEYS: &[&str] = &["email", "name", "topics", "digest"];
 const TOPIC_KEYS: &[&str] = &[
     "id",
@@ -109,6 +115,7 @@ struct RawWeb {
     secret_file: Option<Spanned<String>>,
     #[serde(default = "yes")]
     self_service: bool,
+    templates: Option<String>,
 }
 
 fn yes() -> bool {
@@ -492,6 +499,7 @@ pub(super) fn read_mail(
 pub(super) fn read_web(
     diags: &mut Diagnostics<'_>,
     value: Option<Spanned<DeValue<'_>>>,
+    base: &Path,
 ) -> Option<WebConfig> {
     let value = table_section(diags, value, "web", WEB_KEYS)?;
     let span = value.span();
@@ -510,13 +518,27 @@ pub(super) fn read_web(
         }
     };
     let had_secret = raw.secret_env.is_some() || raw.secret_file.is_some();
-    let secret = read_secret(
-        diags,
-        raw.secret_env,
-        raw.secret_file,
-        Path::new(""),
-        "web secret",
-    );
+    let secret = match (raw.secret_env, raw.secret_file) {
+        // A key file that does not exist yet is created on first start.
+        (None, Some(file)) => Some(Secret::File(resolve(base, file.get_ref()))),
+        (env, _) => {
+            let name = env.as_ref().map(|e| (e.get_ref().clone(), e.span()));
+            let secret = read_secret(diags, env, None, base, "web secret");
+            if let (Some((name, span)), Some(_)) = (name, &secret) {
+                let len = std::env::var(&name).map(|v| v.trim().len()).unwrap_or(0);
+                if len < crate::web::tokens::MIN_KEY_LEN {
+                    diags.at(
+                        span,
+                        format!(
+                            "web secret: {name} holds {len} characters; use at least {}",
+                            crate::web::tokens::MIN_KEY_LEN
+                        ),
+                    );
+                }
+            }
+            secret
+        }
+    };
     if !had_secret {
         diags.at(span, "[web] needs secret_env or secret_file: the key that signs confirm and unsubscribe links");
     }
@@ -524,6 +546,7 @@ pub(super) fn read_web(
         public_url: public_url?,
         secret: secret?,
         self_service: raw.self_service,
+        templates: raw.templates.as_deref().map(|t| resolve(base, t)),
     })
 }
 

@@ -24,8 +24,9 @@ use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribe
 use crate::schedule::CronSchedule;
 use crate::store::{EventStore, NewEvent, StoreError};
 use crate::story::{self, StoryInput};
+use crate::web::tokens::LinkSigner;
 
-pub use render::{RenderError, Templates};
+pub use render::{template_environment, RenderError, Templates};
 
 /// Most "other stories" listed in one digest.
 const MAX_STORIES: usize = 40;
@@ -72,12 +73,43 @@ pub struct Draft {
     pub stories: Vec<StoryView>,
     pub topics: String,
     pub mode: String,
+    /// Where the templates send someone who wants to leave: the signed link where
+    /// the config has `[web]`, else the mailto.
     pub unsubscribe: String,
+    /// The signed one-click link (RFC 8058), where the config has `[web]`.
+    pub unsubscribe_link: Option<String>,
+    pub unsubscribe_mailto: String,
     pub reason: String,
 }
 
-/// Only http(s) links reach a message; anything else from a feed is dropped.
-fn safe_url(url: Option<&str>) -> Option<String> {
+/// A confirmation mail (double opt-in), before rendering.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfirmationDraft {
+    pub recipient: String,
+    pub link: String,
+    pub topics: String,
+    pub mode: String,
+    pub expires_hours: i64,
+}
+
+/// The topics' names (their ids where they have none), as one line.
+pub fn topic_names(config: &Config, topics: &[String]) -> String {
+    topics
+        .iter()
+        .map(|t| {
+            config
+                .topics
+                .iter()
+                .find(|c| &c.id == t)
+                .and_then(|c| c.name.clone())
+                .unwrap_or_else(|| t.clone())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Only http(s) links reach a message or a page; anything else from a feed is dropped.
+pub fn safe_url(url: Option<&str>) -> Option<String> {
     url.filter(|u| u.starts_with("https://") || u.starts_with("http://"))
         .filter(|u| !u.chars().any(|c| c.is_control() || c.is_whitespace()))
         .map(str::to_string)
@@ -237,7 +269,7 @@ fn stories(
     Ok(out)
 }
 
-fn unsubscribe_link(config: &Config, email: &str) -> String {
+fn unsubscribe_mailto(config: &Config, email: &str) -> String {
     let from = config
         .mail
         .from
@@ -251,6 +283,7 @@ fn unsubscribe_link(config: &Config, email: &str) -> String {
 pub fn draft_for(
     conn: &Connection,
     config: &Config,
+    signer: Option<&LinkSigner>,
     sub: &SubscriberRow,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Option<Draft>> {
@@ -266,9 +299,10 @@ pub fn draft_for(
     let reported = Outbox::last_change_reported(conn, &sub.email)?;
     let last_digest = Outbox::last_digest_at(conn, &sub.email)?;
     // Changes recorded before someone subscribed are not news to them.
+    let since = sub.subscribed_since.as_deref().unwrap_or(&sub.changed_at);
     let changes: Vec<StanceChange> = Stances::changes_since(conn, reported)?
         .into_iter()
-        .filter(|c| topics.contains(&c.topic) && c.at.as_str() >= sub.changed_at.as_str())
+        .filter(|c| topics.contains(&c.topic) && c.at.as_str() >= since)
         .collect();
     let periodic = sub.digest != "on-change";
     if periodic {
@@ -278,7 +312,7 @@ pub fn draft_for(
         };
         let from = last_digest
             .as_deref()
-            .or(Some(sub.changed_at.as_str()))
+            .or(Some(since))
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(now);
@@ -303,9 +337,7 @@ pub fn draft_for(
         .iter()
         .flat_map(|c| c.evidence.iter().map(|e| e.article_id.clone()))
         .collect();
-    let after = last_digest
-        .clone()
-        .unwrap_or_else(|| sub.changed_at.clone());
+    let after = last_digest.clone().unwrap_or_else(|| since.to_string());
     let stories = stories(conn, &topics, &after, &shown)?;
     if views.is_empty() && stories.is_empty() {
         return Ok(None);
@@ -333,30 +365,27 @@ pub fn draft_for(
         1 => "A stance changed:".to_string(),
         n => format!("{n} stances changed:"),
     };
-    let topic_names: Vec<String> = topics
-        .iter()
-        .map(|t| {
-            config
-                .topics
-                .iter()
-                .find(|c| &c.id == t)
-                .and_then(|c| c.name.clone())
-                .unwrap_or_else(|| t.clone())
-        })
-        .collect();
+    let mailto = unsubscribe_mailto(config, &sub.address);
+    let unsubscribe_link = signer.and_then(|s| {
+        s.unsubscribe_url(&sub.email, now.timestamp())
+            .map_err(|e| tracing::error!(error = %e, "no unsubscribe link in this digest"))
+            .ok()
+    });
     Ok(Some(Draft {
         recipient: sub.address.clone(),
         subject: header_safe(&subject),
         headline,
         changes: views,
         stories,
-        topics: topic_names.join(", "),
+        topics: topic_names(config, &topics),
         mode: if periodic {
             format!("digest on \"{}\"", sub.digest)
         } else {
             "on change".into()
         },
-        unsubscribe: unsubscribe_link(config, &sub.address),
+        unsubscribe: unsubscribe_link.clone().unwrap_or_else(|| mailto.clone()),
+        unsubscribe_link,
+        unsubscribe_mailto: mailto,
         reason: if periodic {
             "periodic".into()
         } else {
@@ -369,11 +398,12 @@ pub fn draft_for(
 pub fn drafts(
     conn: &Connection,
     config: &Config,
+    signer: Option<&LinkSigner>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Vec<Draft>> {
     let mut out = Vec::new();
     for sub in Subscribers::confirmed(conn)? {
-        if let Some(d) = draft_for(conn, config, &sub, now)? {
+        if let Some(d) = draft_for(conn, config, signer, &sub, now)? {
             out.push(d);
         }
     }
@@ -389,6 +419,59 @@ fn from_domain(config: &Config) -> String {
         .map(|(_, d)| d.trim_end_matches('>').trim().to_string())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "vigia.localhost".into())
+}
+
+/// RFC 2369 and RFC 8058: the signed link first (mail clients offer one-click
+/// unsubscribing with it), then the mailto.
+fn list_headers(d: &Draft) -> Vec<(String, String)> {
+    match &d.unsubscribe_link {
+        Some(link) => vec![
+            (
+                "List-Unsubscribe".into(),
+                format!("<{link}>, <{}>", d.unsubscribe_mailto),
+            ),
+            (
+                "List-Unsubscribe-Post".into(),
+                "List-Unsubscribe=One-Click".into(),
+            ),
+        ],
+        None => vec![(
+            "List-Unsubscribe".into(),
+            format!("<{}>", d.unsubscribe_mailto),
+        )],
+    }
+}
+
+/// The confirmation mail for a subscription request, as the DigestQueued event that
+/// puts it in the outbox (sent, retried and never lost like a digest).
+pub fn confirmation(
+    config: &Config,
+    templates: &Templates,
+    draft: &ConfirmationDraft,
+) -> Result<NewEvent, RenderError> {
+    let digest_id = hex::encode(
+        &Sha256::digest(format!(
+            "{}\0confirmation\0{}",
+            draft.recipient.to_lowercase(),
+            draft.link
+        ))[..10],
+    );
+    let (text, html) = templates.render_confirmation(draft)?;
+    Ok(NewEvent::new(
+        format!("digest:{digest_id}"),
+        Event::DigestQueued(DigestQueued {
+            digest_id: digest_id.clone(),
+            to: draft.recipient.clone(),
+            subject: "Confirm your vigia subscription".into(),
+            message_id: format!("<confirm-{digest_id}@{}>", from_domain(config)),
+            text,
+            html,
+            headers: vec![("Auto-Submitted".into(), "auto-generated".into())],
+            changes: vec![],
+            reason: "confirmation".into(),
+        }),
+    )
+    .idempotent(format!("digest:{digest_id}")))
 }
 
 /// Renders the drafts and queues them. Returns how many were newly queued.
@@ -429,7 +512,7 @@ pub fn queue(
                     message_id,
                     text,
                     html,
-                    headers: vec![("List-Unsubscribe".into(), format!("<{}>", d.unsubscribe))],
+                    headers: list_headers(&d),
                     changes,
                     reason: d.reason.clone(),
                 }),

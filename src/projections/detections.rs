@@ -2,7 +2,7 @@
 //! `article_topics`) and the stance observations read under those rules
 //! (`stance_observations`). Stance tracking and digests read these.
 
-use rusqlite::Transaction;
+use rusqlite::{Connection, Transaction};
 
 use super::Projection;
 use crate::events::Event;
@@ -75,5 +75,48 @@ impl Projection for Detections {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A relevant article as the front page lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RelevantArticle {
+    pub article_id: String,
+    pub topic: String,
+    pub title: String,
+    pub summary: String,
+    pub url: Option<String>,
+    pub outlet: Option<String>,
+    pub published: Option<String>,
+    pub discovered_at: String,
+}
+
+impl Detections {
+    /// The newest relevant articles (of any topic), newest first, at most `limit`.
+    /// Walks articles by discovery time and probes their topics, so it reads about
+    /// `limit` rows however large the log grows.
+    pub fn recent_relevant(
+        conn: &Connection,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<RelevantArticle>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.article_id, t.topic, a.title, a.summary, a.url, a.outlet, a.published, a.discovered_at
+             FROM articles a INDEXED BY articles_discovered
+             JOIN article_topics t ON t.article_id = a.article_id
+             ORDER BY a.discovered_at DESC, a.article_id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(RelevantArticle {
+                article_id: r.get(0)?,
+                topic: r.get(1)?,
+                title: r.get(2)?,
+                summary: r.get(3)?,
+                url: r.get(4)?,
+                outlet: r.get(5)?,
+                published: r.get(6)?,
+                discovered_at: r.get(7)?,
+            })
+        })?;
+        rows.collect()
     }
 }

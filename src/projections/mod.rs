@@ -19,10 +19,10 @@ use crate::events::Event;
 use crate::store::{EventStore, StoreError, StoredEvent};
 
 pub use articles::{ArticleRow, Articles};
-pub use detections::Detections;
+pub use detections::{Detections, RelevantArticle};
 pub use feeds::{FeedHealth, FeedHealthRow};
 pub use outbox::{Outbox, OutboxRow};
-pub use stances::{CurrentStance, StanceChange, Stances};
+pub use stances::{CurrentStance, StanceChange, Stances, TimelinePoint};
 pub use subscribers::{SubscriberRow, Subscribers};
 
 /// Events applied per transaction: bounds memory and the length of the writer's lock.

@@ -136,6 +136,20 @@ impl Outbox {
             .unwrap_or(0))
     }
 
+    /// Confirmation mails queued after `since` (RFC 3339), to one recipient or to all.
+    pub fn confirmations_since(
+        conn: &Connection,
+        recipient: Option<&str>,
+        since: &str,
+    ) -> rusqlite::Result<u64> {
+        conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE reason = 'confirmation' AND queued_at > ?2
+                 AND (?1 IS NULL OR recipient = ?1)",
+            rusqlite::params![recipient.map(str::to_lowercase), since],
+            |r| r.get(0),
+        )
+    }
+
     /// When this recipient's last digest was queued.
     pub fn last_digest_at(conn: &Connection, recipient: &str) -> rusqlite::Result<Option<String>> {
         conn.query_row(

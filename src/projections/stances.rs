@@ -73,6 +73,22 @@ pub struct StanceChange {
     pub evidence: Vec<Evidence>,
 }
 
+impl StanceChange {
+    /// From the columns seq, topic, issue, actor, from_stance, to_stance, at, evidence.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StanceChange> {
+        Ok(StanceChange {
+            seq: r.get(0)?,
+            topic: r.get(1)?,
+            issue: r.get(2)?,
+            actor: r.get(3)?,
+            from: r.get(4)?,
+            to: r.get(5)?,
+            at: r.get(6)?,
+            evidence: evidence(r.get(7)?),
+        })
+    }
+}
+
 fn evidence(text: String) -> Vec<Evidence> {
     serde_json::from_str(&text).unwrap_or_default()
 }
@@ -102,18 +118,48 @@ impl Stances {
             "SELECT seq, topic, issue, actor, from_stance, to_stance, at, evidence FROM stance_history
              WHERE seq > ?1 ORDER BY seq",
         )?;
-        let rows = stmt.query_map([after_seq], |r| {
-            Ok(StanceChange {
-                seq: r.get(0)?,
-                topic: r.get(1)?,
-                issue: r.get(2)?,
-                actor: r.get(3)?,
-                from: r.get(4)?,
-                to: r.get(5)?,
-                at: r.get(6)?,
-                evidence: evidence(r.get(7)?),
+        let rows = stmt.query_map([after_seq], StanceChange::from_row)?;
+        rows.collect()
+    }
+
+    /// Every change without its evidence, oldest first: what timelines are drawn from.
+    pub fn timeline(conn: &Connection) -> rusqlite::Result<Vec<TimelinePoint>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT topic, issue, actor, to_stance, at FROM stance_history ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TimelinePoint {
+                topic: r.get(0)?,
+                issue: r.get(1)?,
+                actor: r.get(2)?,
+                to: r.get(3)?,
+                at: r.get(4)?,
             })
         })?;
         rows.collect()
     }
+
+    /// Every change of one issue and actor (in any topic), with its evidence, oldest first.
+    pub fn history(
+        conn: &Connection,
+        issue: &str,
+        actor: &str,
+    ) -> rusqlite::Result<Vec<StanceChange>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, topic, issue, actor, from_stance, to_stance, at, evidence FROM stance_history
+             WHERE issue = ?1 AND actor = ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([issue, actor], StanceChange::from_row)?;
+        rows.collect()
+    }
+}
+
+/// A change as a timeline needs it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TimelinePoint {
+    pub topic: String,
+    pub issue: String,
+    pub actor: String,
+    pub to: String,
+    pub at: String,
 }

@@ -1,10 +1,10 @@
 //! Subscribers: who gets digests for which topics, and in what mode. Only confirmed
 //! subscribers receive digests; the list is the projection of Subscriber* events.
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use super::Projection;
-use crate::events::Event;
+use crate::events::{Event, Subscription};
 use crate::store::StoredEvent;
 
 pub struct Subscribers;
@@ -15,7 +15,7 @@ impl Projection for Subscribers {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["subscribers"]
+        &["subscribers", "used_tokens"]
     }
 
     fn handles(&self, kind: &str) -> bool {
@@ -37,15 +37,35 @@ impl Projection for Subscribers {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
         };
+        let use_token = |token: &Option<String>, purpose: &str, email: &str| {
+            match token {
+                Some(id) => tx
+                    .prepare_cached(
+                        "INSERT INTO used_tokens (token_id, purpose, email, used_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (token_id) DO NOTHING",
+                    )?
+                    .execute(rusqlite::params![id, purpose, email.to_lowercase(), stored.recorded_at])
+                    .map(|_| ()),
+                None => Ok(()),
+            }
+        };
         match event {
             Event::SubscriberRequested(r) => {
-                // A pending request never downgrades a confirmed subscription.
+                // A request waits for its link: it never changes what a confirmed
+                // subscriber receives, only what confirming will set.
                 tx.prepare_cached(
-                    "INSERT INTO subscribers (email, address, name, topics, digest, status, via, changed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)
-                     ON CONFLICT (email) DO UPDATE SET address = excluded.address, name = excluded.name,
-                         topics = excluded.topics, digest = excluded.digest, via = excluded.via,
-                         changed_at = excluded.changed_at, status = CASE WHEN status = 'confirmed' THEN status ELSE 'pending' END",
+                    "INSERT INTO subscribers (email, address, name, topics, digest, status, via, changed_at, requested_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?7)
+                     ON CONFLICT (email) DO UPDATE SET
+                         requested_at = excluded.requested_at,
+                         pending = CASE WHEN status = 'confirmed' THEN ?8 ELSE NULL END,
+                         address = CASE WHEN status = 'confirmed' THEN address ELSE excluded.address END,
+                         name = CASE WHEN status = 'confirmed' THEN name ELSE excluded.name END,
+                         topics = CASE WHEN status = 'confirmed' THEN topics ELSE excluded.topics END,
+                         digest = CASE WHEN status = 'confirmed' THEN digest ELSE excluded.digest END,
+                         via = CASE WHEN status = 'confirmed' THEN via ELSE excluded.via END,
+                         changed_at = CASE WHEN status = 'confirmed' THEN changed_at ELSE excluded.changed_at END,
+                         status = CASE WHEN status = 'confirmed' THEN status ELSE 'pending' END",
                 )?
                 .execute(rusqlite::params![
                     r.email.to_lowercase(),
@@ -54,16 +74,19 @@ impl Projection for Subscribers {
                     serde_json::to_string(&r.topics).unwrap_or_default(),
                     r.digest,
                     via(r.via),
-                    stored.recorded_at
+                    stored.recorded_at,
+                    serde_json::to_string(r).unwrap_or_default(),
                 ])?;
             }
             Event::SubscriberConfirmed(c) => {
                 tx.prepare_cached(
-                    "INSERT INTO subscribers (email, address, name, topics, digest, status, via, changed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'confirmed', ?6, ?7)
+                    "INSERT INTO subscribers (email, address, name, topics, digest, status, via, changed_at, subscribed_since)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'confirmed', ?6, ?7, ?7)
                      ON CONFLICT (email) DO UPDATE SET address = excluded.address, name = excluded.name,
-                         topics = excluded.topics, digest = excluded.digest, status = 'confirmed', via = excluded.via,
-                         changed_at = excluded.changed_at",
+                         topics = excluded.topics, digest = excluded.digest, via = excluded.via,
+                         changed_at = excluded.changed_at, pending = NULL,
+                         subscribed_since = CASE WHEN status = 'confirmed' THEN subscribed_since ELSE excluded.changed_at END,
+                         status = 'confirmed'",
                 )?
                 .execute(rusqlite::params![
                     c.email.to_lowercase(),
@@ -74,12 +97,15 @@ impl Projection for Subscribers {
                     via(c.via),
                     stored.recorded_at
                 ])?;
+                use_token(&c.token, "confirm", &c.email)?;
             }
             Event::SubscriberUnsubscribed(u) => {
                 tx.prepare_cached(
-                    "UPDATE subscribers SET status = 'unsubscribed', via = ?2, changed_at = ?3 WHERE email = ?1",
+                    "UPDATE subscribers SET status = 'unsubscribed', via = ?2, changed_at = ?3, pending = NULL
+                     WHERE email = ?1",
                 )?
                 .execute(rusqlite::params![u.email.to_lowercase(), via(u.via), stored.recorded_at])?;
+                use_token(&u.token, "unsubscribe", &u.email)?;
             }
             _ => {}
         }
@@ -97,26 +123,61 @@ pub struct SubscriberRow {
     pub status: String,
     pub via: String,
     pub changed_at: String,
+    /// A request awaiting confirmation that would change a confirmed subscription.
+    pub pending: Option<Subscription>,
+    pub requested_at: Option<String>,
+    /// When the current confirmed subscription began.
+    pub subscribed_since: Option<String>,
+}
+
+impl SubscriberRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriberRow> {
+        Ok(SubscriberRow {
+            email: r.get(0)?,
+            address: r.get(1)?,
+            name: r.get(2)?,
+            topics: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+            digest: r.get(4)?,
+            status: r.get(5)?,
+            via: r.get(6)?,
+            changed_at: r.get(7)?,
+            pending: r
+                .get::<_, Option<String>>(8)?
+                .and_then(|p| serde_json::from_str(&p).ok()),
+            requested_at: r.get(9)?,
+            subscribed_since: r.get(10)?,
+        })
+    }
 }
 
 impl Subscribers {
     pub fn all(conn: &Connection) -> rusqlite::Result<Vec<SubscriberRow>> {
         let mut stmt = conn.prepare(
-            "SELECT email, address, name, topics, digest, status, via, changed_at FROM subscribers ORDER BY email",
+            "SELECT email, address, name, topics, digest, status, via, changed_at, pending, requested_at,
+                    subscribed_since FROM subscribers ORDER BY email",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(SubscriberRow {
-                email: r.get(0)?,
-                address: r.get(1)?,
-                name: r.get(2)?,
-                topics: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-                digest: r.get(4)?,
-                status: r.get(5)?,
-                via: r.get(6)?,
-                changed_at: r.get(7)?,
-            })
-        })?;
+        let rows = stmt.query_map([], SubscriberRow::from_row)?;
         rows.collect()
+    }
+
+    /// One subscriber by address (any case).
+    pub fn get(conn: &Connection, email: &str) -> rusqlite::Result<Option<SubscriberRow>> {
+        conn.query_row(
+            "SELECT email, address, name, topics, digest, status, via, changed_at, pending, requested_at,
+                    subscribed_since FROM subscribers WHERE email = ?1",
+            [email.to_lowercase()],
+            SubscriberRow::from_row,
+        )
+        .optional()
+    }
+
+    /// Whether a signed link with this id has already been followed.
+    pub fn token_used(conn: &Connection, token_id: &str) -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM used_tokens WHERE token_id = ?1)",
+            [token_id],
+            |r| r.get(0),
+        )
     }
 
     pub fn confirmed(conn: &Connection) -> rusqlite::Result<Vec<SubscriberRow>> {

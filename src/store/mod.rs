@@ -26,6 +26,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0002_projections.sql")),
     M::up(include_str!("../../migrations/0003_detection.sql")),
     M::up(include_str!("../../migrations/0004_stances_digests.sql")),
+    M::up(include_str!("../../migrations/0005_subscriptions_web.sql")),
 ];
 
 /// How long a connection waits for another process's lock before giving up.

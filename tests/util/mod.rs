@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod http;
 pub mod server;
 pub mod smtp;
 
@@ -61,6 +62,15 @@ impl Dir {
     pub fn db(&self) -> PathBuf {
         self.join("vigia.db")
     }
+}
+
+/// A port free on loopback now (for a daemon's listen address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs the real binary; the output comes back whatever the status.

@@ -1,0 +1,278 @@
+//! The daemon's public web face: the stance pages (`/`, `/stances/{issue}/{actor}`)
+//! and self-service subscriptions (`/subscribe`, `/subscribe/confirm`, `/unsubscribe`).
+//!
+//! Pages are minijinja templates (built in, or an operator's own from `[web]
+//! templates`) that escape everything they are given; every response carries a
+//! Content-Security-Policy that allows no script at all, so nothing from a feed can
+//! run, and every page works without JavaScript. Handlers read projections and append
+//! events through the daemon's `EventStore`; the subscription rules themselves live in
+//! `crate::subscribers`, which knows nothing of HTTP.
+
+mod forms;
+mod limits;
+mod pages;
+pub mod tokens;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use minijinja::Environment;
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::digest::{template_environment, RenderError};
+use crate::store::EventStore;
+
+pub use pages::{home_view, stance_view, HomeView};
+
+/// Largest request body a form may send; more is answered 413.
+pub const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// No script from anywhere, styles from our own sheet only, forms post only to us,
+/// and no framing: text from feeds can never become active content.
+const CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/web/base.html")),
+    (
+        "macros.html",
+        include_str!("../../templates/web/macros.html"),
+    ),
+    ("home.html", include_str!("../../templates/web/home.html")),
+    (
+        "stance.html",
+        include_str!("../../templates/web/stance.html"),
+    ),
+    (
+        "subscribe.html",
+        include_str!("../../templates/web/subscribe.html"),
+    ),
+    (
+        "notice.html",
+        include_str!("../../templates/web/notice.html"),
+    ),
+    ("style.css", include_str!("../../templates/web/style.css")),
+];
+
+/// The page templates, each replaceable by a file of the same name in `[web] templates`.
+pub struct PageTemplates {
+    env: Environment<'static>,
+}
+
+impl PageTemplates {
+    pub fn load(dir: Option<&Path>) -> Result<PageTemplates, RenderError> {
+        Ok(PageTemplates {
+            env: template_environment(dir, TEMPLATES)?,
+        })
+    }
+
+    pub fn render(&self, name: &str, context: impl Serialize) -> Result<String, RenderError> {
+        Ok(self.env.get_template(name)?.render(context)?)
+    }
+
+    fn stylesheet(&self) -> String {
+        self.render("style.css", ()).unwrap_or_default()
+    }
+}
+
+/// What every handler shares.
+pub struct Web {
+    pub store: EventStore,
+    config: watch::Receiver<Arc<Config>>,
+    pages: PageTemplates,
+    mail_templates: crate::digest::Templates,
+    limiter: Mutex<limits::RateLimiter>,
+    /// Serialises subscription requests, so the per-address limit holds under a race.
+    request_lock: tokio::sync::Mutex<()>,
+    /// Told when a confirmation mail is queued, so the daemon delivers it at once.
+    outbox_nudge: Arc<Notify>,
+}
+
+impl Web {
+    pub fn new(
+        store: EventStore,
+        config: watch::Receiver<Arc<Config>>,
+        outbox_nudge: Arc<Notify>,
+    ) -> Result<Web, anyhow::Error> {
+        let current = config.borrow().clone();
+        let dir = current.web.as_ref().and_then(|w| w.templates.as_deref());
+        Ok(Web {
+            pages: PageTemplates::load(dir)?,
+            mail_templates: crate::digest::Templates::load(current.mail.templates.as_deref())?,
+            store,
+            config,
+            limiter: Mutex::new(limits::RateLimiter::new(
+                limits::SUBSCRIBE_BURST,
+                limits::SUBSCRIBE_WINDOW,
+            )),
+            request_lock: tokio::sync::Mutex::new(()),
+            outbox_nudge,
+        })
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    fn self_service(&self) -> bool {
+        self.config().web.as_ref().is_some_and(|w| w.self_service)
+    }
+
+    /// A page, or a plain 500 that names no internals when a template fails.
+    fn page(&self, status: StatusCode, name: &str, context: impl Serialize) -> Response {
+        let mut value = serde_json::to_value(&context).unwrap_or_default();
+        if let (serde_json::Value::Object(map), Ok(serde_json::Value::Object(base))) = (
+            &mut value,
+            serde_json::to_value(Base::now(self.self_service())),
+        ) {
+            map.extend(base);
+        }
+        match self.pages.render(name, value) {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, template = name, "a page could not be rendered");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page could not be rendered; the daemon's log says why\n",
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    /// A short page that says what happened (and, for links, offers one button).
+    fn notice(&self, status: StatusCode, notice: Notice) -> Response {
+        self.page(status, "notice.html", notice)
+    }
+}
+
+/// What the base template shows on every page.
+#[derive(Serialize)]
+struct Base {
+    version: &'static str,
+    generated_at: String,
+    self_service: bool,
+}
+
+impl Base {
+    fn now(self_service: bool) -> Base {
+        Base {
+            version: env!("CARGO_PKG_VERSION"),
+            generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            self_service,
+        }
+    }
+}
+
+/// A notice page's content.
+#[derive(Serialize, Default)]
+pub(crate) struct Notice {
+    heading: String,
+    paragraphs: Vec<String>,
+    /// "good", "bad" or "" (neutral).
+    tone: &'static str,
+    action: Option<NoticeAction>,
+}
+
+/// One button that posts a token back to where it came from.
+#[derive(Serialize)]
+pub(crate) struct NoticeAction {
+    path: &'static str,
+    token: String,
+    label: &'static str,
+}
+
+impl Notice {
+    fn new(tone: &'static str, heading: &str, paragraphs: &[&str]) -> Notice {
+        Notice {
+            heading: heading.into(),
+            paragraphs: paragraphs.iter().map(|p| p.to_string()).collect(),
+            tone,
+            action: None,
+        }
+    }
+}
+
+async fn stylesheet(axum::extract::State(web): axum::extract::State<Arc<Web>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        web.pages.stylesheet(),
+    )
+        .into_response()
+}
+
+async fn not_found(axum::extract::State(web): axum::extract::State<Arc<Web>>) -> Response {
+    web.notice(
+        StatusCode::NOT_FOUND,
+        Notice::new("bad", "Not found", &["There is no page at this address."]),
+    )
+}
+
+async fn method_not_allowed(axum::extract::State(web): axum::extract::State<Arc<Web>>) -> Response {
+    web.notice(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Notice::new(
+            "bad",
+            "Method not allowed",
+            &["This address does not take that kind of request."],
+        ),
+    )
+}
+
+/// Headers every page carries. Links hold tokens, so no Referer leaves the site.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The web pages as a router, to be served beside /healthz and /metrics.
+pub fn routes(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/stances/{issue}/{actor}", get(pages::stance))
+        .route("/style.css", get(stylesheet))
+        .route(
+            "/subscribe",
+            get(forms::subscribe_form).post(forms::subscribe),
+        )
+        .route(
+            "/subscribe/confirm",
+            get(forms::confirm_page).post(forms::confirm),
+        )
+        .route(
+            "/unsubscribe",
+            get(forms::unsubscribe_page).post(forms::unsubscribe),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(web)
+}
