@@ -494,21 +494,31 @@ pub(super) async fn confirm_page(
     }
 }
 
-/// What a POST to a link's address carries: the signer, the form's fields, and the
-/// token (from the query string, as in the mailed link, else from the page's button).
+/// What a POST to a link's address carries.
+struct PostedLink {
+    signer: LinkSigner,
+    fields: Vec<(String, String)>,
+    /// From the query string, as in the mailed link, else from the page's button.
+    token: String,
+}
+
 fn posted_link(
     web: &Web,
     query: TokenQuery,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(LinkSigner, Vec<(String, String)>, String), Response> {
+) -> Result<PostedLink, Response> {
     let signer = signer(web)?;
     let fields = form_fields(web, headers, body)?;
     let token = query
         .token
         .or_else(|| field(&fields, "token").map(str::to_string))
         .ok_or_else(|| missing_token(web))?;
-    Ok((signer, fields, token))
+    Ok(PostedLink {
+        signer,
+        fields,
+        token,
+    })
 }
 
 pub(super) async fn confirm(
@@ -517,7 +527,7 @@ pub(super) async fn confirm(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (signer, _, token) = match posted_link(&web, q, &headers, body) {
+    let PostedLink { signer, token, .. } = match posted_link(&web, q, &headers, body) {
         Ok(posted) => posted,
         Err(page) => return page,
     };
@@ -590,7 +600,11 @@ pub(super) async fn unsubscribe(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (signer, fields, token) = match posted_link(&web, q, &headers, body) {
+    let PostedLink {
+        signer,
+        fields,
+        token,
+    } = match posted_link(&web, q, &headers, body) {
         Ok(posted) => posted,
         Err(page) => return page,
     };
