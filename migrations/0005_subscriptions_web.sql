@@ -20,4 +20,4 @@ DELETE FROM subscribers;
 DELETE FROM projection_checkpoints WHERE projection = 'subscribers';
 
 -- The front page lists the newest relevant articles first.
-CREATE INDEX articles_discovered ON articles (discovered_at);
+CREATE INDEX articles_discovered ON articles (discovered_at, article_id);

@@ -7,7 +7,8 @@
 //! headline over a rewritten lead). Candidates are found through an index of shingles,
 //! so the cost grows with the number of articles, not its square.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 use crate::detect::text;
 
@@ -27,11 +28,17 @@ pub struct StoryInput<'a> {
     pub summary: &'a str,
 }
 
-fn shingles(words: &[String], n: usize) -> HashSet<u64> {
-    if words.len() < n {
-        return words.iter().map(|w| hash(w)).collect();
-    }
-    words.windows(n).map(|w| hash(&w.join(" "))).collect()
+/// A text's shingles as a sorted set: Jaccard similarity is then one merge, with no
+/// hashing (clustering compares many pairs; the front page clusters on every request).
+fn shingles(words: &[String], n: usize) -> Vec<u64> {
+    let mut out: Vec<u64> = if words.len() < n {
+        words.iter().map(|w| hash(w)).collect()
+    } else {
+        words.windows(n).map(|w| hash(&w.join(" "))).collect()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn hash(s: &str) -> u64 {
@@ -75,22 +82,26 @@ pub fn cluster(articles: &[StoryInput<'_>]) -> HashMap<String, String> {
         }
     };
     let mut by_url: HashMap<&str, usize> = HashMap::new();
-    let texts: Vec<HashSet<u64>> = articles
+    let texts: Vec<Vec<u64>> = articles
         .iter()
         .map(|a| shingles(&words(&format!("{} {}", a.title, a.summary)), 3))
         .collect();
-    let titles: Vec<HashSet<u64>> = articles
+    let titles: Vec<Vec<u64>> = articles
         .iter()
         .map(|a| {
             let w = words(a.title);
             if w.len() >= MIN_TITLE_WORDS {
                 shingles(&w, 1)
             } else {
-                HashSet::new()
+                Vec::new()
             }
         })
         .collect();
-    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
+    // Shingles are hashes already: the index needs no second hash of its keys.
+    let mut index: HashMap<u64, Vec<usize>, BuildHasherDefault<PreHashed>> = HashMap::default();
+    // The last article for which each one was made a candidate.
+    let mut seen_for: Vec<usize> = vec![usize::MAX; n];
+    let mut candidates: Vec<usize> = Vec::new();
     for (i, a) in articles.iter().enumerate() {
         if let Some(url) = a.url {
             match by_url.get(url) {
@@ -100,13 +111,19 @@ pub fn cluster(articles: &[StoryInput<'_>]) -> HashMap<String, String> {
                 }
             }
         }
-        let mut candidates: HashSet<usize> = HashSet::new();
+        candidates.clear();
         for s in titles[i].iter().chain(texts[i].iter()) {
-            if let Some(list) = index.get(s) {
-                candidates.extend(list.iter().copied());
+            for &j in index.get(s).map(Vec::as_slice).unwrap_or_default() {
+                if seen_for[j] != i {
+                    seen_for[j] = i;
+                    candidates.push(j);
+                }
             }
         }
-        for j in candidates {
+        for &j in &candidates {
+            if find(&mut parent, i) == find(&mut parent, j) {
+                continue;
+            }
             if similarity(&texts[i], &texts[j]) >= SIMILAR
                 || similarity(&titles[i], &titles[j]) >= SIMILAR_TITLE
             {
@@ -125,12 +142,44 @@ pub fn cluster(articles: &[StoryInput<'_>]) -> HashMap<String, String> {
         .collect()
 }
 
-fn similarity(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
+/// Jaccard similarity of two sorted sets.
+fn similarity(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() || b.is_empty() {
         return 0.0;
     }
-    let inter = a.intersection(b).count();
+    let (mut i, mut j, mut inter) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
     inter as f64 / (a.len() + b.len() - inter) as f64
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 #[cfg(test)]
@@ -207,8 +256,10 @@ mod tests {
     }
 
     #[test]
-    fn similarity_of_identical_sets_is_one() {
-        let s: HashSet<u64> = [1, 2, 3].into_iter().collect();
+    fn similarity_is_jaccard_over_sorted_sets() {
+        let s = [1, 2, 3];
         assert!((similarity(&s, &s) - 1.0).abs() < 1e-9);
+        assert!((similarity(&[1, 2, 3, 4], &[3, 4, 5]) - 0.4).abs() < 1e-9);
+        assert_eq!(similarity(&[], &s), 0.0);
     }
 }

@@ -3,6 +3,8 @@
 
 mod util;
 
+#[cfg(feature = "browser")]
+mod browser;
 mod config_check;
 mod detect;
 mod digest;

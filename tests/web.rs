@@ -34,21 +34,21 @@ const SCRIPTED: Item<'static> = Item {
     hours_ago: 1,
 };
 
-const AGAIN_C: Item<'static> = Item {
+pub(crate) const AGAIN_C: Item<'static> = Item {
     guid: "c3",
     title: "Mexico's foreign ministry rejects US military intervention against cartels",
     summary: "The foreign ministry said Mexico will not accept unilateral US military action on its territory.",
     link: "http://outlet-c.example/2026/sre",
     hours_ago: 0,
 };
-const AGAIN_D: Item<'static> = Item {
+pub(crate) const AGAIN_D: Item<'static> = Item {
     guid: "d3",
     title: "Sheinbaum rechaza de nuevo cualquier incursión militar estadounidense",
     summary: "La presidenta dijo que México no aceptará tropas de Estados Unidos en su territorio.",
     link: "http://outlet-d.example/2026/incursion",
     hours_ago: 0,
 };
-const AGAIN_E: Item<'static> = Item {
+pub(crate) const AGAIN_E: Item<'static> = Item {
     guid: "e3",
     title: "Mexico's security cabinet refuses to allow US drone strikes on Mexican soil",
     summary:
@@ -69,11 +69,11 @@ fn wait_for<T>(what: &str, timeout: Duration, mut found: impl FnMut() -> Option<
 }
 
 /// A running daemon with its feed server, SMTP server and web listener.
-struct Site {
-    dir: Dir,
+pub(crate) struct Site {
+    pub dir: Dir,
     server: FeedServer,
-    smtp: SmtpSink,
-    port: u16,
+    pub smtp: SmtpSink,
+    pub port: u16,
     published: RefCell<Vec<(&'static str, &'static Item<'static>)>>,
     daemon: Option<Child>,
 }
@@ -81,7 +81,7 @@ struct Site {
 const FEEDS: &[&str] = &["a", "b", "c", "d", "e"];
 
 impl Site {
-    fn start(config_subscribers: &[&str], self_service: bool) -> Site {
+    pub(crate) fn start(config_subscribers: &[&str], self_service: bool) -> Site {
         let site = Site {
             dir: Dir::new(),
             server: FeedServer::start(),
@@ -133,7 +133,7 @@ impl Site {
     }
 
     /// Adds items to their outlets' feeds (earlier items stay).
-    fn publish(&self, items: &[(&'static str, &'static Item<'static>)]) {
+    pub(crate) fn publish(&self, items: &[(&'static str, &'static Item<'static>)]) {
         let mut all = self.published.borrow_mut();
         all.extend_from_slice(items);
         for f in FEEDS {
@@ -147,12 +147,12 @@ impl Site {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
     /// Waits until `who` has received `n` messages; returns them all.
-    fn mail_for(&self, who: &str, n: usize) -> Vec<Received> {
+    pub(crate) fn mail_for(&self, who: &str, n: usize) -> Vec<Received> {
         let found = (|| {
             let deadline = Instant::now() + Duration::from_secs(40);
             while Instant::now() < deadline {

@@ -103,7 +103,7 @@ impl Detections {
             "SELECT a.article_id, t.topic, a.title, a.summary, a.url, a.outlet, a.published, a.discovered_at
              FROM articles a INDEXED BY articles_discovered
              JOIN article_topics t ON t.article_id = a.article_id
-             ORDER BY a.discovered_at DESC, a.article_id LIMIT ?1",
+             ORDER BY a.discovered_at DESC, a.article_id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
             Ok(RelevantArticle {

@@ -270,6 +270,7 @@ pub(super) async fn subscribe(
         )
     };
     if cross_site(&headers, &web) {
+        tracing::info!("subscribe form refused: posted from another site");
         return refused_form(&web);
     }
     let fields = match form_fields(&web, &headers, body) {
@@ -285,6 +286,7 @@ pub(super) async fn subscribe(
         _ => false,
     };
     if !form_ok {
+        tracing::info!("subscribe form refused: no valid form token for its cookie");
         return refused_form(&web);
     }
     let allowed = web

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::digest::{template_environment, RenderError};
 use crate::store::EventStore;
 
-pub use pages::{home_view, stance_view, HomeView};
+pub use pages::{home_view, stance_view, HomeView, StanceView};
 
 /// Largest request body a form may send; more is answered 413.
 pub const MAX_FORM_BYTES: usize = 8 * 1024;
@@ -242,9 +242,11 @@ async fn security_headers(mut response: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // "same-origin" rather than "no-referrer": with no-referrer a browser sends
+    // `Origin: null` on its own forms, and the cross-site check needs the real origin.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers
         .entry(header::CACHE_CONTROL)

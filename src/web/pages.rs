@@ -181,17 +181,24 @@ fn confidence(evidence: &[Evidence]) -> Option<String> {
     ))
 }
 
-/// Draws the changes of one pair (oldest first) from the first one up to `now`.
-fn timeline(label: String, points: &[&TimelinePoint], now: DateTime<Utc>) -> Option<Timeline> {
+/// Draws the changes of one pair (oldest first) on an axis from `axis_start` (or its
+/// first change) up to `now`; pairs of one topic share an axis, so they line up.
+fn timeline(
+    label: String,
+    points: &[&TimelinePoint],
+    axis_start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<Timeline> {
     let times: Vec<DateTime<Utc>> = points
         .iter()
         .map(|p| parse_time(&p.at).unwrap_or(now))
         .collect();
-    let start = *times.first()?;
+    let first = *times.first()?;
+    let start = axis_start.map_or(first, |s| s.min(first));
     let end = now.max(*times.last()?);
-    let span = (end - start).num_seconds().max(1) as f64;
+    let span = (end - start).num_milliseconds().max(1) as f64;
     let x_of = |t: DateTime<Utc>| {
-        ((t - start).num_seconds() as f64 / span * TIMELINE_WIDTH).clamp(0.0, TIMELINE_WIDTH)
+        ((t - start).num_milliseconds() as f64 / span * TIMELINE_WIDTH).clamp(0.0, TIMELINE_WIDTH)
     };
     let mut segments = Vec::with_capacity(points.len());
     let mut marks = Vec::new();
@@ -291,6 +298,10 @@ pub fn home_view(
     }
     let mut topics = Vec::new();
     for topic in &config.topics {
+        let axis_start = points
+            .iter()
+            .find(|p| p.topic == topic.id)
+            .and_then(|p| parse_time(&p.at));
         let mut rows = Vec::new();
         for (issue, actor) in pairs(topic, &current) {
             let now_holding = current
@@ -303,6 +314,7 @@ pub fn home_view(
                     timeline(
                         format!("{} on {}", row.actor_label, row.issue_label),
                         p,
+                        axis_start,
                         now,
                     )
                 });
@@ -413,6 +425,7 @@ pub fn stance_view(
             timeline: timeline(
                 format!("{} on {}", row.actor_label, row.issue_label),
                 &refs,
+                None,
                 now,
             ),
             current: holding.map(|_| row),
@@ -529,14 +542,18 @@ mod tests {
         ];
         let refs: Vec<&TimelinePoint> = points.iter().collect();
         let now = parse_time("2026-11-21T00:00:00Z").unwrap();
-        let t = timeline("x".into(), &refs, now).unwrap();
+        let t = timeline("x".into(), &refs, None, now).unwrap();
         assert_eq!(t.segments.len(), 2);
         assert_eq!(t.segments[0].x, 0.0);
         assert_eq!(t.segments[0].width, TIMELINE_WIDTH / 2.0);
         assert_eq!(t.segments[1].x, TIMELINE_WIDTH / 2.0);
         assert_eq!(t.segments[1].stance, "support");
         assert_eq!(t.marks, vec![TIMELINE_WIDTH / 2.0]);
-        assert!(timeline("x".into(), &[], now).is_none());
+        assert!(timeline("x".into(), &[], None, now).is_none());
+        // On a topic's shared axis a later pair starts where its first change falls.
+        let axis = parse_time("2026-11-01T00:00:00Z");
+        let shared = timeline("y".into(), &refs[1..], axis, now).unwrap();
+        assert_eq!(shared.segments[0].x, TIMELINE_WIDTH / 2.0);
     }
 
     #[test]

@@ -69,9 +69,7 @@ pub fn request(
     s.write_all(head.as_bytes()).unwrap();
     // The server may answer (413) before reading all of a large body.
     let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let raw = String::from_utf8_lossy(&read_response(&mut s)).into_owned();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let mut lines = head.split("\r\n");
     let status = lines
@@ -87,6 +85,32 @@ pub fn request(
         status,
         headers,
         body: body.to_string(),
+    }
+}
+
+/// Reads one response: up to the end of its Content-Length body where it has one
+/// (some servers keep the connection open whatever the request asked), else to EOF.
+fn read_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(length) = length {
+                if raw.len() >= end + 4 + length {
+                    raw.truncate(end + 4 + length);
+                    return raw;
+                }
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
     }
 }
 
