@@ -21,7 +21,7 @@ const TOPIC: &str = "us-mx-security";
 fn article(i: u64) -> Vec<NewEvent> {
     let id = format!("{i:024x}");
     let feed = format!("feed-{}", i % 40);
-    let relevant = i % 5 == 0;
+    let relevant = i.is_multiple_of(5);
     let title = if relevant {
         format!("Mexico and the US weigh security plan number {i} against cartels")
     } else {
@@ -116,7 +116,7 @@ fn build() -> (tempfile::TempDir, EventStore) {
     let mut batch = Vec::new();
     for i in 0..ARTICLES {
         batch.extend(article(i));
-        if (i + 1) % per_change == 0 {
+        if (i + 1).is_multiple_of(per_change) {
             batch.push(change(i / per_change));
         }
         if batch.len() >= 5_000 {
