@@ -46,6 +46,18 @@ pub(super) fn check(path: &Path) -> Result<()> {
         Some(addr) => writeln!(out, "  listen:      {addr}")?,
         None => writeln!(out, "  listen:      off")?,
     }
+    match &config.web {
+        Some(web) => writeln!(
+            out,
+            "  web:         {} (self-service {})",
+            web.public_url,
+            if web.self_service { "on" } else { "off" }
+        )?,
+        None => writeln!(
+            out,
+            "  web:         no [web]: stance pages only, digests unsubscribe by mailto"
+        )?,
+    }
     Ok(())
 }
 
