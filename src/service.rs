@@ -60,6 +60,10 @@ fn describe() {
         "vigia_digests_failed_total",
         "Failed delivery attempts, by permanence"
     );
+    describe_counter!(
+        "vigia_subscription_requests_total",
+        "Subscribe form posts past the cross-site checks, by outcome (mail_queued, too_soon_for_address, hourly_cap, client_rate)"
+    );
     describe_gauge!("vigia_outbox_depth", "Messages waiting in the outbox");
     describe_gauge!(
         "vigia_last_cycle_timestamp_seconds",

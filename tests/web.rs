@@ -402,6 +402,11 @@ fn subscribe_confirm_digest_then_one_click_unsubscribe() {
         .filter(is_digest)
         .collect();
     assert_eq!(reader.len(), 1, "no digest after unsubscribing");
+    assert_eq!(
+        site.smtp.to("reader@example.org").len(),
+        2,
+        "one confirmation (the second request within the hour sent none) and one digest"
+    );
     // Never confirmed, never a digest: only the confirmation mail.
     let lurker_mail = site.smtp.to("lurker@example.org");
     assert_eq!(lurker_mail.len(), 1);
@@ -711,7 +716,12 @@ fn pages_show_stances_timelines_and_hostile_titles_as_text() {
     let page = get(site.port, "/stances/us_military_action/mx_gov");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("established"), "{}", page.body);
-    assert!(!page.body.contains("<script"));
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)"),
+        "the hostile story is evidence, shown as text: {}",
+        page.body
+    );
+    assert!(!page.body.contains("<script") && !page.body.contains("<img"));
     // Self-service off: no form, no subscribing; unsubscribing still works.
     assert_eq!(get(site.port, "/subscribe").status, 404);
     assert_eq!(

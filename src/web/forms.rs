@@ -295,6 +295,8 @@ pub(super) async fn subscribe(
         .map(|mut l| l.allow(client(peer, &headers), Instant::now()))
         .unwrap_or(false);
     if !allowed {
+        metrics::counter!("vigia_subscription_requests_total", "outcome" => "client_rate")
+            .increment(1);
         return bad(
             &web,
             StatusCode::TOO_MANY_REQUESTS,
@@ -376,6 +378,12 @@ pub(super) async fn subscribe(
     match outcome {
         Ok(Ok(outcome)) => {
             tracing::info!(outcome = ?outcome, "subscription request");
+            let label = match outcome {
+                RequestOutcome::MailQueued => "mail_queued",
+                RequestOutcome::TooSoonForAddress => "too_soon_for_address",
+                RequestOutcome::TooManyOverall => "hourly_cap",
+            };
+            metrics::counter!("vigia_subscription_requests_total", "outcome" => label).increment(1);
             if outcome == RequestOutcome::MailQueued {
                 web.outbox_nudge.notify_one();
             }
