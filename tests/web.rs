@@ -544,6 +544,49 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
     let replay = post_form(site.port, "/unsubscribe", &[], &[("token", &link)]);
     assert_eq!(replay.status, 410);
     assert!(replay.body.contains("already been used"), "{}", replay.body);
+    // RFC 8058 prefers multipart/form-data for the one-click POST: taken as well.
+    let sub = Command::new(VIGIA)
+        .args([
+            "--config",
+            "vigia.toml",
+            "subscribers",
+            "add",
+            "lea@example.org",
+            "--topic",
+            TOPIC,
+        ])
+        .current_dir(site.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        sub.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sub.stderr)
+    );
+    let lea = key
+        .sign(Purpose::Unsubscribe, "lea@example.org", now + 1, 3600)
+        .unwrap();
+    let multipart = b"--XyZ\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--XyZ--\r\n";
+    let reply = request(
+        site.port,
+        "POST",
+        &format!("/unsubscribe?token={lea}"),
+        &[("Content-Type", "multipart/form-data; boundary=XyZ")],
+        multipart,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let evs = events(&site.dir);
+    let left: Vec<_> = evs
+        .iter()
+        .filter(|e| e["kind"] == "SubscriberUnsubscribed")
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "kim by the page's button, lea by one click: {left:#?}"
+    );
+    assert_eq!(left[0]["payload"]["via"], "link");
+    assert_eq!(left[1]["payload"]["via"], "one-click");
 }
 
 #[test]

@@ -507,11 +507,16 @@ pub(super) async fn confirm_page(
 /// What a POST to a link's address carries.
 struct PostedLink {
     signer: LinkSigner,
-    fields: Vec<(String, String)>,
-    /// From the query string, as in the mailed link, else from the page's button.
     token: String,
+    /// Whether the token came in the address itself: a POST straight to a mailed
+    /// link (RFC 8058 one-click), rather than from a page's button.
+    from_link: bool,
 }
 
+/// The token of a POST: from the query string, as in a mailed link (then the body is
+/// not read: RFC 8058 lets mail providers send it as multipart/form-data or
+/// urlencoded, and all it may say is `List-Unsubscribe=One-Click`), else from the
+/// page's button form.
 fn posted_link(
     web: &Web,
     query: TokenQuery,
@@ -519,15 +524,31 @@ fn posted_link(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<PostedLink, Response> {
     let signer = signer(web)?;
+    if let Some(token) = query.token {
+        if let Err(rejection) = body {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                return Err(bad(
+                    web,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Too large",
+                    &["The request sent more than this page accepts."],
+                ));
+            }
+        }
+        return Ok(PostedLink {
+            signer,
+            token,
+            from_link: true,
+        });
+    }
     let fields = form_fields(web, headers, body)?;
-    let token = query
-        .token
-        .or_else(|| field(&fields, "token").map(str::to_string))
+    let token = field(&fields, "token")
+        .map(str::to_string)
         .ok_or_else(|| missing_token(web))?;
     Ok(PostedLink {
         signer,
-        fields,
         token,
+        from_link: false,
     })
 }
 
@@ -612,13 +633,13 @@ pub(super) async fn unsubscribe(
 ) -> Response {
     let PostedLink {
         signer,
-        fields,
         token,
+        from_link,
     } = match posted_link(&web, q, &headers, body) {
         Ok(posted) => posted,
         Err(page) => return page,
     };
-    let via = if field(&fields, "List-Unsubscribe") == Some("One-Click") {
+    let via = if from_link {
         SubscriptionChannel::OneClick
     } else {
         SubscriptionChannel::Link
