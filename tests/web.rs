@@ -510,8 +510,8 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
         0
     );
     // Replay of an unsubscribe link: only the first use counts.
-    let sub = Command::new(VIGIA)
-        .args([
+    crate::util::vigia_ok(
+        &[
             "--config",
             "vigia.toml",
             "subscribers",
@@ -519,14 +519,8 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
             "kim@example.org",
             "--topic",
             TOPIC,
-        ])
-        .current_dir(site.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        sub.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sub.stderr)
+        ],
+        &site.dir,
     );
     let link = key
         .sign(Purpose::Unsubscribe, "kim@example.org", now + 1, 3600)
@@ -545,8 +539,8 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
     assert_eq!(replay.status, 410);
     assert!(replay.body.contains("already been used"), "{}", replay.body);
     // RFC 8058 prefers multipart/form-data for the one-click POST: taken as well.
-    let sub = Command::new(VIGIA)
-        .args([
+    crate::util::vigia_ok(
+        &[
             "--config",
             "vigia.toml",
             "subscribers",
@@ -554,14 +548,8 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
             "lea@example.org",
             "--topic",
             TOPIC,
-        ])
-        .current_dir(site.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        sub.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sub.stderr)
+        ],
+        &site.dir,
     );
     let lea = key
         .sign(Purpose::Unsubscribe, "lea@example.org", now + 1, 3600)
