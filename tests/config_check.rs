@@ -138,3 +138,37 @@ fn events_refuses_an_unknown_kind_with_usage_exit() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ArticleDiscovered"));
 }
+
+#[test]
+fn check_refuses_a_web_section_without_a_usable_key() {
+    let dir = Dir::new();
+    let base = "[daemon]\ndatabase = \"x.db\"\n\n[mail]\ntransport = \"file\"\ndir = \"out\"\n\n";
+    for (web, says) in [
+        ("[web]\npublic_url = \"https://v.example.org\"\n", "needs secret_env or secret_file"),
+        ("[web]\npublic_url = \"ftp://v.example.org\"\nsecret_file = \"k\"\n", "http(s) URL"),
+        ("[web]\npublic_url = \"https://v.example.org\"\nsecret_env = \"VIGIA_TEST_SHORT_SECRET\"\n", "use at least 16"),
+        ("[web]\npublic_url = \"https://v.example.org\"\nsecret_env = \"VIGIA_TEST_SURELY_UNSET_SECRET\"\n", "is not set"),
+    ] {
+        dir.write("web.toml", &format!("{base}{web}"));
+        let out = std::process::Command::new(crate::util::VIGIA)
+            .args(["--config", "web.toml", "check"])
+            .current_dir(dir.path())
+            .env("VIGIA_TEST_SHORT_SECRET", "short")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{web}: {stderr}");
+        assert!(stderr.contains("web.toml:") && stderr.contains(says), "{web}: {stderr}");
+    }
+    // A key file that does not exist yet is fine: it is created on first start.
+    dir.write(
+        "web.toml",
+        &format!("{base}[web]\npublic_url = \"https://v.example.org\"\nsecret_file = \"keys/web.secret\"\n"),
+    );
+    let summary = vigia_ok(&["--config", "web.toml", "check"], &dir);
+    assert!(summary.contains("self-service on"), "{summary}");
+    assert!(
+        !dir.join("keys/web.secret").exists(),
+        "check creates nothing"
+    );
+}
