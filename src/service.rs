@@ -167,6 +167,129 @@ async fn prometheus(State(handle): State<Option<PrometheusHandle>>) -> impl Into
     }
 }
 
+/// Connections served at once; more wait in the kernel's backlog. Bounds the file
+/// descriptors the web face can take from polling.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The longest a connection may stay open: pages are small, so this only ever cuts
+/// off clients that trickle or idle (slowloris), which would otherwise hold a slot.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The peer's address, as handlers see it (`ConnectInfo<ClientAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// A TCP listener that serves at most `max` connections at once, each for at most
+/// `lifetime`.
+pub struct BoundedListener {
+    inner: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
+    lifetime: Duration,
+}
+
+impl BoundedListener {
+    pub fn new(inner: tokio::net::TcpListener, max: usize, lifetime: Duration) -> BoundedListener {
+        BoundedListener {
+            inner,
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            lifetime,
+        }
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = BoundedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (BoundedStream, SocketAddr) {
+        // The semaphore is never closed, so acquiring only waits.
+        let slot = loop {
+            if let Ok(slot) = self.slots.clone().acquire_owned().await {
+                break slot;
+            }
+        };
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let stream = BoundedStream {
+            io,
+            deadline: Box::pin(tokio::time::sleep(self.lifetime)),
+            _slot: slot,
+        };
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BoundedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> ClientAddr {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// A connection that errors out once its lifetime is over (an idle one included: the
+/// deadline wakes the pending read) and frees its slot when dropped.
+pub struct BoundedStream {
+    io: tokio::net::TcpStream,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl BoundedStream {
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        std::future::Future::poll(self.deadline.as_mut(), cx).is_ready()
+    }
+}
+
+fn lifetime_over() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the connection's lifetime is over",
+    )
+}
+
+impl tokio::io::AsyncRead for BoundedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return std::task::Poll::Ready(Err(lifetime_over()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for BoundedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return std::task::Poll::Ready(Err(lifetime_over()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Serves /healthz, /metrics and the web pages on a bound listener until `shutdown`
 /// completes.
 pub async fn serve(
@@ -184,10 +307,72 @@ pub async fn serve(
     }
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "serving /healthz, /metrics and the web pages");
+    let listener = BoundedListener::new(listener, MAX_CONNECTIONS, CONNECTION_LIFETIME);
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<ClientAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn serve_bounded(max: usize, lifetime: Duration) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        let bounded = BoundedListener::new(listener, max, lifetime);
+        tokio::spawn(async move {
+            axum::serve(
+                bounded,
+                app.into_make_service_with_connect_info::<ClientAddr>(),
+            )
+            .await
+        });
+        addr
+    }
+
+    async fn ask(addr: SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_when_its_lifetime_is_over() {
+        let addr = serve_bounded(4, Duration::from_millis(300)).await;
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed by the server: {read:?}"
+        );
+        assert!(ask(addr).await.ends_with("ok"), "and others are served");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+        let addr = serve_bounded(1, Duration::from_secs(30)).await;
+        let hog = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Let the server take the hog's connection (and its only slot).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let waiting = tokio::spawn(ask(addr));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "no slot while the hog holds it");
+        drop(hog);
+        let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("served once the slot is free")
+            .unwrap();
+        assert!(answer.ends_with("ok"), "{answer}");
+    }
 }

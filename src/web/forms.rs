@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::tokens::{LinkSigner, Purpose, TokenError};
 use super::{Notice, NoticeAction, Web};
 use crate::events::SubscriptionChannel;
+use crate::service::ClientAddr;
 use crate::subscribers::{self, LinkError, LinkRefused, Request, RequestOutcome};
 
 /// How long a served form may be submitted.
@@ -250,7 +251,7 @@ pub(super) async fn subscribe_form(State(web): State<Arc<Web>>) -> Response {
 
 pub(super) async fn subscribe(
     State(web): State<Arc<Web>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
