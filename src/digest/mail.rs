@@ -195,7 +195,20 @@ pub fn deliver_due(
         };
         let attempt = row.attempts + 1;
         let stream = format!("digest:{}", row.digest_id);
-        let event = match mailer.send(&queued) {
+        // Someone who left while their digest waited (an SMTP outage, say) is not sent
+        // it: it is given up, and the log says why.
+        let left = row.reason != "confirmation"
+            && store
+                .read(|c| crate::projections::Subscribers::get(c, &row.recipient))?
+                .is_some_and(|s| s.status == "unsubscribed");
+        let outcome = if left {
+            Err(SendError::Permanent(
+                "not sent: the recipient unsubscribed after it was queued".into(),
+            ))
+        } else {
+            mailer.send(&queued)
+        };
+        let event = match outcome {
             Ok(response) => {
                 report.sent += 1;
                 tracing::info!(digest = %row.digest_id, to = %queued.to, "digest sent");
