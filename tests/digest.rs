@@ -303,20 +303,21 @@ fn a_real_change_sends_one_digest_per_subscriber_with_its_evidence() {
     assert!(history.contains("oppose -> support"), "{history}");
 }
 
-#[test]
-fn a_digest_waiting_when_its_recipient_unsubscribes_is_not_sent() {
+/// Two outlets reporting Mexico's rejection (enough to establish it), SMTP to a sink,
+/// and these subscribers.
+fn two_outlets_rejecting(subscribers: &[(&str, &str)]) -> (Dir, FeedServer, SmtpSink) {
     let dir = Dir::new();
     let server = FeedServer::start();
     let smtp = SmtpSink::start();
     server.feed("a.xml", rss("outlet-a", &[&REJECT_A]), RSS);
     server.feed("b.xml", rss("outlet-b", &[&REJECT_B]), RSS);
-    config(
-        &dir,
-        &server,
-        &["a", "b"],
-        &smtp,
-        &[("ana@example.org", "us-mx-security")],
-    );
+    config(&dir, &server, &["a", "b"], &smtp, subscribers);
+    (dir, server, smtp)
+}
+
+#[test]
+fn a_digest_waiting_when_its_recipient_unsubscribes_is_not_sent() {
+    let (dir, _server, smtp) = two_outlets_rejecting(&[("ana@example.org", "us-mx-security")]);
     vigia_ok(
         &[
             "--config",
@@ -371,21 +372,10 @@ fn a_digest_waiting_when_its_recipient_unsubscribes_is_not_sent() {
 
 #[test]
 fn an_smtp_outage_is_retried_and_a_permanent_refusal_is_not() {
-    let dir = Dir::new();
-    let server = FeedServer::start();
-    let smtp = SmtpSink::start();
-    server.feed("a.xml", rss("outlet-a", &[&REJECT_A]), RSS);
-    server.feed("b.xml", rss("outlet-b", &[&REJECT_B]), RSS);
-    config(
-        &dir,
-        &server,
-        &["a", "b"],
-        &smtp,
-        &[
-            ("ana@example.org", "us-mx-security"),
-            ("gone@example.org", "us-mx-security"),
-        ],
-    );
+    let (dir, _server, smtp) = two_outlets_rejecting(&[
+        ("ana@example.org", "us-mx-security"),
+        ("gone@example.org", "us-mx-security"),
+    ]);
     smtp.refuse(true);
     smtp.reject("gone@example.org");
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
