@@ -341,6 +341,12 @@ fn subscribe_confirm_digest_then_one_click_unsubscribe() {
         "the digest links to the stance page"
     );
 
+    // The front page lists the syndicated story once, with its copy counted.
+    let home = get(site.port, "/");
+    let stories = &home.body[home.body.find("<section class=\"stories\">").unwrap()..];
+    assert_eq!(stories.matches(crate::digest::TURN).count(), 1, "{stories}");
+    assert!(stories.contains("also in 1 more"), "{stories}");
+
     // The stance page it links to shows the change and its evidence.
     let history = get(site.port, "/stances/us_military_action/mx_gov");
     assert_eq!(history.status, 200);

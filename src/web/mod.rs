@@ -278,3 +278,34 @@ pub fn routes(web: Arc<Web>) -> Router {
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_template_replaces_the_built_in_one_and_still_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("notice.html"),
+            "<h1 class=\"mine\">{{ heading }}</h1>",
+        )
+        .unwrap();
+        let pages = PageTemplates::load(Some(dir.path())).unwrap();
+        let html = pages
+            .render(
+                "notice.html",
+                serde_json::json!({"heading": "<script>x</script>"}),
+            )
+            .unwrap();
+        assert_eq!(
+            html,
+            "<h1 class=\"mine\">&lt;script&gt;x&lt;&#x2f;script&gt;</h1>"
+        );
+        // The others stay built in.
+        assert!(pages
+            .render("subscribe.html", serde_json::json!({}))
+            .unwrap()
+            .contains("<form"));
+    }
+}
