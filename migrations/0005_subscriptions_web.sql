@@ -18,6 +18,3 @@ CREATE TABLE used_tokens (
 -- The subscribers projection gained columns: rebuild it from the log.
 DELETE FROM subscribers;
 DELETE FROM projection_checkpoints WHERE projection = 'subscribers';
-
--- The front page lists the newest relevant articles first.
-CREATE INDEX articles_discovered ON articles (discovered_at, article_id);

@@ -93,17 +93,17 @@ pub struct RelevantArticle {
 
 impl Detections {
     /// The newest relevant articles (of any topic), newest first, at most `limit`.
-    /// Walks articles by discovery time and probes their topics, so it reads about
-    /// `limit` rows however large the log grows.
+    /// Articles are inserted once, in discovery order, so walking the table backwards
+    /// by rowid and probing their topics reads about `limit` rows however large the
+    /// log grows, with no index to keep up on every insert.
     pub fn recent_relevant(
         conn: &Connection,
         limit: usize,
     ) -> rusqlite::Result<Vec<RelevantArticle>> {
         let mut stmt = conn.prepare_cached(
             "SELECT a.article_id, t.topic, a.title, a.summary, a.url, a.outlet, a.published, a.discovered_at
-             FROM articles a INDEXED BY articles_discovered
-             JOIN article_topics t ON t.article_id = a.article_id
-             ORDER BY a.discovered_at DESC, a.article_id DESC LIMIT ?1",
+             FROM articles a JOIN article_topics t ON t.article_id = a.article_id
+             ORDER BY a.rowid DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
             Ok(RelevantArticle {
