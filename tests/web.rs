@@ -581,6 +581,30 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
     );
     assert_eq!(left[0]["payload"]["via"], "link");
     assert_eq!(left[1]["payload"]["via"], "one-click");
+    // Eight clicks of one confirmation link at once: exactly one confirms.
+    assert_eq!(site.subscribe("race@example.org").status, 200);
+    let race = key
+        .sign(Purpose::Confirm, "race@example.org", now, 3600)
+        .unwrap();
+    let port = site.port;
+    let clicks: Vec<_> = (0..8)
+        .map(|_| {
+            let race = race.clone();
+            std::thread::spawn(move || {
+                post_form(port, "/subscribe/confirm", &[], &[("token", &race)]).status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = clicks.into_iter().map(|c| c.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 410, 410, 410, 410, 410, 410, 410]);
+    let confirmed = events(&site.dir)
+        .iter()
+        .filter(|e| {
+            e["kind"] == "SubscriberConfirmed" && e["payload"]["email"] == "race@example.org"
+        })
+        .count();
+    assert_eq!(confirmed, 1);
 }
 
 #[test]

@@ -564,6 +564,8 @@ pub(super) async fn confirm(
         Err(page) => return page,
     };
     let store = web.store.clone();
+    // One link step at a time: two clicks of one link cannot both pass the replay check.
+    let _serial = web.request_lock.lock().await;
     match blocking(move || subscribers::confirm(&store, &signer, &token, Utc::now())).await {
         Ok(sub) => web.notice(
             StatusCode::OK,
@@ -646,6 +648,7 @@ pub(super) async fn unsubscribe(
         SubscriptionChannel::Link
     };
     let store = web.store.clone();
+    let _serial = web.request_lock.lock().await;
     match blocking(move || subscribers::unsubscribe(&store, &signer, &token, via, Utc::now())).await
     {
         Ok(address) => web.notice(

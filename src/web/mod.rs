@@ -90,7 +90,8 @@ pub struct Web {
     pages: PageTemplates,
     mail_templates: crate::digest::Templates,
     limiter: Mutex<limits::RateLimiter>,
-    /// Serialises subscription requests, so the per-address limit holds under a race.
+    /// Serialises subscription requests and link steps, so the per-address limit and
+    /// the one-use rule hold under a race.
     request_lock: tokio::sync::Mutex<()>,
     /// Told when a confirmation mail is queued, so the daemon delivers it at once.
     outbox_nudge: Arc<Notify>,
