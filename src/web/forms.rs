@@ -32,6 +32,9 @@ use crate::subscribers::{self, LinkError, LinkRefused, Request, RequestOutcome};
 /// How long a served form may be submitted.
 const FORM_TTL_S: i64 = 2 * 3600;
 const FORM_COOKIE: &str = "vigia_form";
+/// The least time a valid subscribe request takes to answer: well above the work it
+/// does (a read and at most one append), so the work's length does not show.
+const ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The digest modes the form offers: (value, label, schedule recorded).
 const DIGESTS: &[(&str, &str, &str)] = &[
@@ -362,6 +365,9 @@ pub(super) async fn subscribe(
         topics: topics_unique,
         digest: digest.to_string(),
     };
+    // Answered no sooner than this, so that how long the answer takes does not tell
+    // whether anything was recorded (a throttled request records nothing).
+    let answer_at = tokio::time::Instant::now() + ANSWER_FLOOR;
     let outcome = {
         let _serial = web.request_lock.lock().await;
         let (store, templates_web) = (web.store.clone(), web.clone());
@@ -393,6 +399,7 @@ pub(super) async fn subscribe(
         Err(e) => return unavailable(&web, &e),
     }
     // The same answer whatever happened, so that it tells nothing about the address.
+    tokio::time::sleep_until(answer_at).await;
     web.notice(
         StatusCode::OK,
         Notice::new(
