@@ -102,7 +102,7 @@ impl Web {
         store: EventStore,
         config: watch::Receiver<Arc<Config>>,
         outbox_nudge: Arc<Notify>,
-    ) -> Result<Web, anyhow::Error> {
+    ) -> Result<Web, RenderError> {
         let current = config.borrow().clone();
         let dir = current.web.as_ref().and_then(|w| w.templates.as_deref());
         Ok(Web {
