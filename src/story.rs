@@ -142,6 +142,35 @@ pub fn cluster(articles: &[StoryInput<'_>]) -> HashMap<String, String> {
         .collect()
 }
 
+/// The stories the articles tell, each once, in order of first appearance: for each,
+/// the index of its first article kept and how many kept articles tell it. `skip`
+/// leaves an article out, given its index and its story's id (digests leave out what
+/// they already showed as evidence).
+pub fn once_each(
+    articles: &[StoryInput<'_>],
+    skip: impl Fn(usize, &str) -> bool,
+) -> Vec<(usize, usize)> {
+    let clusters = cluster(articles);
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, a) in articles.iter().enumerate() {
+        let Some(story) = clusters.get(a.id).map(String::as_str) else {
+            continue;
+        };
+        if skip(i, story) {
+            continue;
+        }
+        match index.get(story) {
+            Some(&k) => out[k].1 += 1,
+            None => {
+                index.insert(story, out.len());
+                out.push((i, 1));
+            }
+        }
+    }
+    out
+}
+
 /// Jaccard similarity of two sorted sets.
 fn similarity(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() || b.is_empty() {

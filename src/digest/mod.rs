@@ -243,28 +243,25 @@ fn stories(
         })
         .collect();
     let clusters = story::cluster(&inputs);
-    let shown_stories: HashSet<&String> = shown.iter().filter_map(|id| clusters.get(id)).collect();
-    let mut out: Vec<StoryView> = Vec::new();
-    let mut index: std::collections::HashMap<&String, usize> = Default::default();
-    for r in &rows {
-        let story = &clusters[&r.0];
-        if shown.contains(&r.0) || shown_stories.contains(story) {
-            continue;
+    let shown_stories: HashSet<&str> = shown
+        .iter()
+        .filter_map(|id| clusters.get(id).map(String::as_str))
+        .collect();
+    let mut out: Vec<StoryView> = story::once_each(&inputs, |i, story| {
+        shown.contains(&rows[i].0) || shown_stories.contains(story)
+    })
+    .into_iter()
+    .map(|(i, copies)| {
+        let r = &rows[i];
+        StoryView {
+            title: r.1.clone(),
+            outlet: r.4.clone(),
+            published: r.5.clone(),
+            url: safe_url(r.3.as_deref()),
+            copies,
         }
-        match index.get(story) {
-            Some(&i) => out[i].copies += 1,
-            None => {
-                index.insert(story, out.len());
-                out.push(StoryView {
-                    title: r.1.clone(),
-                    outlet: r.4.clone(),
-                    published: r.5.clone(),
-                    url: safe_url(r.3.as_deref()),
-                    copies: 1,
-                });
-            }
-        }
-    }
+    })
+    .collect();
     out.truncate(MAX_STORIES);
     Ok(out)
 }

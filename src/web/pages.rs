@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::{Notice, Web};
 use crate::config::Config;
-use crate::digest::safe_url;
+use crate::digest::{safe_url, StoryView};
 use crate::events::Evidence;
 use crate::projections::{CurrentStance, Detections, StanceChange, Stances, TimelinePoint};
 use crate::story::{self, StoryInput};
@@ -34,7 +34,7 @@ const TIMELINE_WIDTH: f64 = 640.0;
 #[derive(Debug, Serialize)]
 pub struct HomeView {
     pub topics: Vec<TopicView>,
-    pub stories: Vec<StoryRow>,
+    pub stories: Vec<StoryView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,15 +68,6 @@ pub struct EvidenceRow {
     pub outlet: Option<String>,
     pub published: Option<String>,
     pub url: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct StoryRow {
-    pub title: String,
-    pub outlet: Option<String>,
-    pub published: Option<String>,
-    pub url: Option<String>,
-    pub copies: usize,
 }
 
 /// A stance's history as bars along a time axis, in SVG user units.
@@ -335,7 +326,7 @@ pub fn home_view(
 }
 
 /// The newest relevant stories, each once however many outlets carried it.
-fn recent_stories(conn: &Connection) -> rusqlite::Result<Vec<StoryRow>> {
+fn recent_stories(conn: &Connection) -> rusqlite::Result<Vec<StoryView>> {
     let mut articles = Detections::recent_relevant(conn, RECENT_ARTICLES)?;
     let mut seen = std::collections::HashSet::new();
     articles.retain(|a| seen.insert(a.article_id.clone()));
@@ -348,27 +339,19 @@ fn recent_stories(conn: &Connection) -> rusqlite::Result<Vec<StoryRow>> {
             summary: &a.summary,
         })
         .collect();
-    let clusters = story::cluster(&inputs);
-    let mut index: HashMap<&String, usize> = HashMap::new();
-    let mut out: Vec<StoryRow> = Vec::new();
-    for a in &articles {
-        let Some(story) = clusters.get(&a.article_id) else {
-            continue;
-        };
-        match index.get(story) {
-            Some(&i) => out[i].copies += 1,
-            None => {
-                index.insert(story, out.len());
-                out.push(StoryRow {
-                    title: a.title.clone(),
-                    outlet: a.outlet.clone(),
-                    published: a.published.as_deref().map(when),
-                    url: safe_url(a.url.as_deref()),
-                    copies: 1,
-                });
+    let mut out: Vec<StoryView> = story::once_each(&inputs, |_, _| false)
+        .into_iter()
+        .map(|(i, copies)| {
+            let a = &articles[i];
+            StoryView {
+                title: a.title.clone(),
+                outlet: a.outlet.clone(),
+                published: a.published.as_deref().map(when),
+                url: safe_url(a.url.as_deref()),
+                copies,
             }
-        }
-    }
+        })
+        .collect();
     out.truncate(RECENT_STORIES);
     Ok(out)
 }
