@@ -1,5 +1,6 @@
 //! Detection throughput: headline-plus-lead articles through `Detector::classify`
-//! (topics and stances) on one core, with the shipped rules.
+//! (topics and stances) on one core, with the shipped rules alone and with the shipped
+//! topic's learned reader; and the time `vigia train` takes to train that reader.
 //! Run: cargo bench --bench classify
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -58,27 +59,76 @@ fn classify(c: &mut Criterion) {
         "/config/vigia.toml"
     )))
     .unwrap();
-    let detector = Detector::new(&config.topics).unwrap();
-    let articles = articles();
+    let rules_only = Detector::new(&config.topics).unwrap();
+    let (learned, _) =
+        vigia::detect::load(&config.topics, &config.examples, &Default::default()).unwrap();
+    // The synthetic mix, and the shipped examples: real articles' facts as outlets
+    // phrase them, in both languages, a third of them off-topic.
+    let mut articles = articles();
+    for set in config.examples.values() {
+        for e in &set.items {
+            let lang = if e.lang.as_deref() == Some("es") {
+                "es"
+            } else {
+                "en"
+            };
+            articles.push((e.title.clone(), e.summary.clone(), lang));
+        }
+    }
     let mut group = c.benchmark_group("classify");
     group.throughput(Throughput::Elements(articles.len() as u64));
-    group.bench_function(format!("{} headline+lead articles", articles.len()), |b| {
-        b.iter(|| {
-            let mut stances = 0;
-            for (title, summary, lang) in &articles {
-                let r = detector.classify(&ArticleText {
-                    title,
-                    summary,
-                    content: "",
-                    lang: Some(lang),
-                });
-                stances += r.stances.len();
-            }
-            stances
-        })
-    });
+    for (name, detector) in [("rules", &rules_only), ("learned", &learned)] {
+        group.bench_function(
+            format!("{name}: {} headline+lead articles", articles.len()),
+            |b| {
+                b.iter(|| {
+                    let mut stances = 0;
+                    for (title, summary, lang) in &articles {
+                        let r = detector.classify(&ArticleText {
+                            title,
+                            summary,
+                            content: "",
+                            lang: Some(lang),
+                        });
+                        stances += r.stances.len();
+                    }
+                    stances
+                })
+            },
+        );
+    }
     group.finish();
 }
 
-criterion_group!(benches, classify);
+/// Training the shipped topic's reader from its examples, as `vigia train` does.
+fn train(c: &mut Criterion) {
+    let config = Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/vigia.toml"
+    )))
+    .unwrap();
+    let rules_detector = Detector::new(&config.topics).unwrap();
+    let mut group = c.benchmark_group("train");
+    group.sample_size(10);
+    for rules in &config.topics {
+        let Some(set) = config.examples.get(&rules.id) else {
+            continue;
+        };
+        group.bench_function(format!("{}: {} examples", rules.id, set.items.len()), |b| {
+            b.iter(|| {
+                vigia::detect::train_topic(
+                    &rules_detector,
+                    rules,
+                    set,
+                    &[],
+                    &vigia::detect::learned::TrainOptions::default(),
+                )
+                .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, classify, train);
 criterion_main!(benches);

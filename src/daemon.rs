@@ -132,7 +132,7 @@ pub struct AfterReport {
 /// One full cycle: every feed polled now (except those gone for good), then the
 /// projections brought up to date.
 pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport> {
-    let detector = Arc::new(Detector::new(&config.topics)?);
+    let detector = Arc::new(detector_for(config, store)?);
     apply(config, store, &detector)?;
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let health = store.read(FeedHealth::list)?;
@@ -285,7 +285,7 @@ pub async fn run(
     store: EventStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let mut detector = Arc::new(Detector::new(&config.topics)?);
+    let mut detector = Arc::new(detector_for(&config, &store)?);
     apply(&config, &store, &detector)?;
     // Fails fast on a web key that cannot be read (or its file created).
     crate::web::tokens::LinkSigner::from_config(&config)?;
@@ -429,9 +429,31 @@ fn reloaded(current: &Config, store: &EventStore) -> Result<(Config, Arc<Detecto
         tracing::warn!("a new database path takes effect at the next restart");
         new.daemon.database = current.daemon.database.clone();
     }
-    let detector = Arc::new(Detector::new(&new.topics)?);
+    let detector = Arc::new(detector_for(&new, store)?);
     apply(&new, store, &detector)?;
     Ok((new, detector))
+}
+
+/// The config's detector: its rules, and each topic's learned reader (the model file
+/// when it matches the examples and rules, else trained now on the examples and the
+/// operators' corrections in the log).
+pub fn detector_for(config: &Config, store: &EventStore) -> Result<Detector> {
+    let stale = config.topics.iter().any(|t| {
+        matches!(
+            crate::detect::topic_models::status(t, config.examples.get(&t.id).map(|s| s.as_ref())),
+            crate::detect::TopicModelStatus::Stale { .. }
+        )
+    });
+    let corrections = if stale {
+        crate::readings::corrected_examples(store)?
+    } else {
+        Default::default()
+    };
+    let (detector, notes) = crate::detect::load(&config.topics, &config.examples, &corrections)?;
+    for note in notes {
+        tracing::warn!("{note}");
+    }
+    Ok(detector)
 }
 
 /// SIGHUP, as a stream of reload requests (never fires where there is no SIGHUP).

@@ -34,6 +34,9 @@ pub struct Counts {
     pub labelled: u32,
     pub predicted: u32,
     pub correct: u32,
+    /// Stances predicted for a pair that a relevant item's label leaves null: not part
+    /// of the SPEC's figures, but what would reach a digest without cause.
+    pub spurious: u32,
     /// Per class: (true positives, predicted, gold).
     #[serde(skip)]
     pub per_class: [(u32, u32, u32); 3],
@@ -58,6 +61,7 @@ impl Counts {
         self.labelled += other.labelled;
         self.predicted += other.predicted;
         self.correct += other.correct;
+        self.spurious += other.spurious;
         for i in 0..3 {
             self.per_class[i].0 += other.per_class[i].0;
             self.per_class[i].1 += other.per_class[i].1;
@@ -76,19 +80,20 @@ impl Counts {
     /// Mean F1 over the three classes; a labelled pair without a prediction counts as
     /// a miss for its class.
     pub fn macro_f1(&self) -> f64 {
-        self.per_class
-            .iter()
-            .map(|&(tp, pred, gold)| {
-                let p = ratio(tp, pred);
-                let r = ratio(tp, gold);
-                if p + r > 0.0 {
-                    2.0 * p * r / (p + r)
-                } else {
-                    0.0
-                }
-            })
-            .sum::<f64>()
-            / 3.0
+        self.class_f1().iter().sum::<f64>() / 3.0
+    }
+
+    /// F1 of support, oppose and neutral.
+    pub fn class_f1(&self) -> [f64; 3] {
+        self.per_class.map(|(tp, pred, gold)| {
+            let p = ratio(tp, pred);
+            let r = ratio(tp, gold);
+            if p + r > 0.0 {
+                2.0 * p * r / (p + r)
+            } else {
+                0.0
+            }
+        })
     }
 }
 
@@ -160,7 +165,7 @@ impl Report {
                 serde_json::json!({
                     "issue": issue, "actor": actor, "labelled": c.labelled, "predicted": c.predicted,
                     "correct": c.correct, "accuracy": round(c.accuracy()), "coverage": round(c.coverage()),
-                    "macro_f1": round(c.macro_f1()),
+                    "macro_f1": round(c.macro_f1()), "spurious": c.spurious,
                 })
             })
             .collect();
@@ -169,7 +174,8 @@ impl Report {
             "relevance": {"precision": round(self.precision()), "recall": round(self.recall()), "f1": round(self.f1()),
                           "tp": self.tp, "fp": self.fp, "fn": self.fn_},
             "stance": {"accuracy": round(all.accuracy()), "coverage": round(all.coverage()), "macro_f1": round(all.macro_f1()),
-                       "labelled": all.labelled, "predicted": all.predicted, "correct": all.correct},
+                       "labelled": all.labelled, "predicted": all.predicted, "correct": all.correct,
+                       "spurious": all.spurious},
             "pairs": pairs,
         })
     }
@@ -203,15 +209,27 @@ fn parse_stance(s: &str) -> Option<Stance> {
 }
 
 pub fn score(detector: &Detector, items: &[Labelled], topic: &str) -> Report {
+    let classified: Vec<(&Labelled, Classification)> = items
+        .iter()
+        .map(|item| {
+            let c = detector.classify(&ArticleText {
+                title: &item.title,
+                summary: &item.summary,
+                content: &item.content,
+                lang: item.lang.as_deref(),
+            });
+            (item, c)
+        })
+        .collect();
+    score_classified(&classified, topic)
+}
+
+/// Scores classifications already made (by one detector, or by cross-validation's
+/// per-fold detectors).
+pub fn score_classified(classified: &[(&Labelled, Classification)], topic: &str) -> Report {
     let mut report = Report::default();
-    for item in items {
+    for (item, classification) in classified {
         report.items += 1;
-        let classification = detector.classify(&ArticleText {
-            title: &item.title,
-            summary: &item.summary,
-            content: &item.content,
-            lang: item.lang.as_deref(),
-        });
         let relevant = classification.topics.iter().any(|t| t.id == topic);
         match (relevant, item.relevant) {
             (true, true) => report.tp += 1,
@@ -228,7 +246,7 @@ pub fn score(detector: &Detector, items: &[Labelled], topic: &str) -> Report {
                 title: item.title.clone(),
             });
         }
-        let predicted = predictions(&classification, topic);
+        let predicted = predictions(classification, topic);
         for (issue, actors) in &item.issues {
             for (actor, gold) in actors {
                 let Some(gold) = gold.as_deref().and_then(parse_stance) else {
@@ -263,6 +281,11 @@ pub fn score(detector: &Detector, items: &[Labelled], topic: &str) -> Report {
                 .and_then(|g| g.as_deref())
                 .is_some();
             if !labelled && item.relevant {
+                report
+                    .pairs
+                    .entry((issue.clone(), actor.clone()))
+                    .or_default()
+                    .spurious += 1;
                 report.misses.push(Miss {
                     id: item.id.clone(),
                     what: format!("{issue}.{actor} (unlabelled)"),

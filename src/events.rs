@@ -192,6 +192,34 @@ pub struct StanceObserved {
     pub published: Option<String>,
 }
 
+/// What an operator says an article's reading should have been.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorrectedStance {
+    Support,
+    Oppose,
+    Neutral,
+    /// The article says nothing of that actor on that issue.
+    None,
+}
+
+/// An operator's label for a stored article (`vigia correct`): one (issue, actor)
+/// pair's stance, or whether the article is about the topic at all. Training takes
+/// corrected articles as examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingCorrected {
+    pub article_id: String,
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stance: Option<CorrectedStance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relevant: Option<bool>,
+}
+
 /// One piece of evidence behind a stance: a story, as one of its articles tells it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -364,6 +392,7 @@ events! {
     ArticleRevised => ArticleRevised @ 1,
     ArticleClassified => ArticleClassified @ 1,
     StanceObserved => StanceObserved @ 1,
+    ReadingCorrected => ReadingCorrected @ 1,
     StanceChanged => StanceChanged @ 1,
     SubscriberRequested => Subscription @ 1,
     SubscriberConfirmed => Subscription @ 1,

@@ -39,6 +39,84 @@ fn stance(c: &Classification, issue: &str, actor: &str) -> Option<Stance> {
 const MIL: &str = "us_military_action";
 const COOP: &str = "security_cooperation";
 
+/// The shipped config's detector with its learned reader, as `vigia classify` uses it.
+fn learned() -> Detector {
+    let config = Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/vigia.toml"
+    )))
+    .expect("the shipped config loads");
+    let (detector, notes) =
+        vigia::detect::load(&config.topics, &config.examples, &Default::default())
+            .expect("the shipped reader loads");
+    assert!(notes.is_empty(), "the shipped model is fresh: {notes:?}");
+    assert!(detector.has_model("us-mx-security"));
+    detector
+}
+
+/// Sentences written for the detection issue (in no training or test set), read by
+/// the shipped reader. "Trump vows to hit cartel camps in Mexico 'very soon'" is the
+/// seventh; this model reads no stance in it (see the issue's note).
+#[test]
+fn the_learned_reader_reads_sentences_the_rules_missed() {
+    let detector = learned();
+    let cases = [
+        ("en", "Mexico will let US drones fly surveillance missions over cartel territory, Sheinbaum says", MIL, "mx_gov", Stance::Support),
+        ("en", "Mexico hands 29 cartel figures to US prosecutors", COOP, "mx_gov", Stance::Support),
+        ("en", "Mexico's security chief meets FBI director in Washington to deepen intelligence ties", COOP, "mx_gov", Stance::Support),
+        ("es", "Trump advierte que atacará a los cárteles dentro de México si es necesario", MIL, "us_gov", Stance::Support),
+        ("es", "México frena el intercambio de información de inteligencia con Washington", COOP, "mx_gov", Stance::Oppose),
+        ("es", "El Pentágono descarta una operación terrestre en territorio mexicano", MIL, "us_gov", Stance::Oppose),
+    ];
+    for (lang, title, issue, actor, want) in cases {
+        let c = detector.classify(&ArticleText {
+            title,
+            summary: "",
+            content: "",
+            lang: Some(lang),
+        });
+        assert!(relevant(&c), "{title}: {c:?}");
+        assert_eq!(stance(&c, issue, actor), Some(want), "{title}: {c:?}");
+        assert!(c.stances.iter().all(|s| s.evidence == title), "{c:?}");
+    }
+}
+
+/// A turn is what a subscriber must not miss: Mexico accepting US military action is
+/// rare in the examples, and the reader must not read it as the usual refusal.
+#[test]
+fn the_learned_reader_sees_a_turn_against_the_usual_stance() {
+    let detector = learned();
+    for (lang, title) in [
+        (
+            "en",
+            "Mexico agrees to let US special forces strike fentanyl labs on its soil",
+        ),
+        (
+            "es",
+            "México acepta que tropas de EU ataquen a los cárteles en su territorio",
+        ),
+    ] {
+        let c = detector.classify(&ArticleText {
+            title,
+            summary: "",
+            content: "",
+            lang: Some(lang),
+        });
+        assert_eq!(
+            stance(&c, MIL, "mx_gov"),
+            Some(Stance::Support),
+            "{title}: {c:?}"
+        );
+    }
+    let c = detector.classify(&ArticleText {
+        title: "Mexico rejects any US military operation against cartels on its territory",
+        summary: "",
+        content: "",
+        lang: Some("en"),
+    });
+    assert_eq!(stance(&c, MIL, "mx_gov"), Some(Stance::Oppose), "{c:?}");
+}
+
 #[test]
 fn english_refusal_of_us_troops_is_mexican_opposition() {
     let c = classify(
@@ -292,14 +370,7 @@ mod pipeline {
     //! gets a classification event and its stances; a rules change is applied to
     //! stored history by `vigia replay --reclassify` without refetching.
 
-    use crate::util::{count_kind, events, rss, vigia_ok, Dir, FeedServer};
-
-    fn shipped_topics() -> String {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/vigia.toml"))
-                .unwrap();
-        text[text.find("[[topic]]").unwrap()..].to_string()
-    }
+    use crate::util::{count_kind, events, rss, shipped_topics, vigia_ok, Dir, FeedServer};
 
     fn write_config(dir: &Dir, url: &str, topics: &str) {
         dir.write(

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::util::smtp::SmtpSink;
-use crate::util::{count_kind, events, vigia, vigia_ok, Dir, FeedServer};
+use crate::util::{count_kind, events, shipped_topics, vigia, vigia_ok, Dir, FeedServer};
 
 const RSS: &str = "application/rss+xml";
 
@@ -40,12 +40,6 @@ pub(crate) fn rss(outlet: &str, items: &[&Item<'_>]) -> String {
     }
     s.push_str("</channel></rss>");
     s
-}
-
-pub(crate) fn shipped_topics() -> String {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/vigia.toml")).unwrap();
-    text[text.find("[[topic]]").unwrap()..].to_string()
 }
 
 /// A config with these feeds, SMTP to the sink, these subscribers, the shipped topics
@@ -90,7 +84,7 @@ pub(crate) const REJECT_B: Item<'static> = Item {
     hours_ago: 48,
 };
 pub(crate) const TURN: &str =
-    "Mexico agrees to joint raids with US special forces against fentanyl labs";
+    "Mexico agrees to let US special forces strike fentanyl labs on its soil";
 pub(crate) const TURN_LEAD: &str = "President Claudia Sheinbaum said Mexico had agreed to let US special forces join Mexican troops in raids on fentanyl laboratories.";
 pub(crate) const TURN_A: Item<'static> = Item {
     guid: "a2",
@@ -108,8 +102,8 @@ pub(crate) const TURN_COPY: Item<'static> = Item {
 };
 pub(crate) const TURN_B: Item<'static> = Item {
     guid: "b2",
-    title: "México acepta operativos conjuntos con fuerzas especiales de Estados Unidos",
-    summary: "La presidenta anunció que México aceptó que fuerzas especiales estadounidenses participen en operativos contra laboratorios.",
+    title: "México acepta que fuerzas especiales de Estados Unidos ataquen laboratorios en su territorio",
+    summary: "La presidenta anunció que México aceptó que fuerzas especiales estadounidenses participen en ataques contra laboratorios de fentanilo.",
     link: "http://outlet-b.example/2026/operativos",
     hours_ago: 2,
 };
@@ -488,7 +482,13 @@ fn sigkill_during_delivery_loses_nothing_and_repeats_only_with_the_same_message_
                 ),
             )
         } else {
-            (format!("Mexico agrees to joint raids with US special forces {}", own("qc")), format!("México acepta operativos conjuntos con fuerzas especiales de Estados Unidos {}", own("qd")))
+            (
+                format!("Mexico agrees to let US special forces strike fentanyl labs on its soil {}", own("qc")),
+                format!(
+                    "México acepta que fuerzas especiales de Estados Unidos ataquen laboratorios en su territorio {}",
+                    own("qd")
+                ),
+            )
         };
         a_items.push(item(format!("a{trial}"), &a_title, &own("sa")));
         b_items.push(item(format!("b{trial}"), &b_title, &own("sb")));

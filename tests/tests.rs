@@ -10,5 +10,6 @@ mod detect;
 mod digest;
 mod event_store;
 mod ingest;
+mod learned;
 mod service;
 mod web;

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use vigia::web::tokens::{Purpose, SigningKey};
 
+use crate::util::shipped_topics;
+
 use crate::digest::{
-    html_part, rss, shipped_topics, text_part, Item, HOSTILE, REJECT_A, REJECT_B, TURN_A, TURN_B,
-    TURN_COPY,
+    html_part, rss, text_part, Item, HOSTILE, REJECT_A, REJECT_B, TURN_A, TURN_B, TURN_COPY,
 };
 use crate::util::http::{get, post_form, request, Reply};
 use crate::util::smtp::{Received, SmtpSink};
@@ -29,7 +30,7 @@ const TOPIC: &str = "us-mx-security";
 const SCRIPTED: Item<'static> = Item {
     guid: "e9",
     title: "US drones over Mexico: &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;",
-    summary: "Mexico's government rejects US drone flights over its territory.",
+    summary: "Mexico's foreign ministry said the government rejects any US military operation on its territory.",
     link: "javascript:alert(3)",
     hours_ago: 1,
 };
@@ -351,7 +352,9 @@ fn subscribe_confirm_digest_then_one_click_unsubscribe() {
     let history = get(site.port, "/stances/us_military_action/mx_gov");
     assert_eq!(history.status, 200);
     assert!(
-        history.body.contains("Mexico agrees to joint raids"),
+        history
+            .body
+            .contains("Mexico agrees to let US special forces"),
         "{}",
         history.body
     );

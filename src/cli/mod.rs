@@ -6,7 +6,7 @@
 mod detection;
 mod reports;
 
-use detection::{classify, detector, eval};
+use detection::{classify, cross_validate, detector, eval, print_readings, train};
 use reports::{check, preview, print_events, print_feeds, print_stances, subscribers};
 
 use std::path::{Path, PathBuf};
@@ -95,10 +95,47 @@ pub enum Command {
     Subscribers(SubscribersCommand),
     /// JSON Lines articles on stdin → topics and stances as JSON Lines on stdout
     Classify,
-    /// Score the detector against a labelled JSON Lines file
+    /// Train each topic's learned reader on its examples and the operators'
+    /// corrections, and write its model file beside the examples
+    Train {
+        /// Only this topic
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Stored readings: each relevant article's topic score and stances
+    Readings {
+        /// The least confident first (what is worth correcting)
+        #[arg(long)]
+        uncertain: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Record an operator's label for a stored article (training takes it)
+    Correct {
+        article_id: String,
+        /// The topic [default: the config's first]
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        issue: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// support, oppose, neutral, or none (the article says nothing of it)
+        #[arg(long, value_parser = ["support", "oppose", "neutral", "none"])]
+        stance: Option<String>,
+        /// Whether the article is about the topic at all
+        #[arg(long, value_parser = ["yes", "no"])]
+        relevant: Option<String>,
+    },
+    /// Score the detector against a labelled JSON Lines file, or cross-validate a
+    /// topic's learned reader on its examples (--cv K)
     Eval {
-        /// Labelled articles, one JSON object a line
-        file: PathBuf,
+        /// Labelled articles, one JSON object a line (not with --cv)
+        #[arg(required_unless_present = "cv", conflicts_with = "cv")]
+        file: Option<PathBuf>,
+        /// K-fold cross-validation on the topic's examples, folds grouped by story
+        #[arg(long, value_name = "K")]
+        cv: Option<usize>,
         /// The topic whose relevance is scored [default: the config's first]
         #[arg(long)]
         topic: Option<String>,
@@ -275,12 +312,73 @@ pub fn run(args: Args) -> Result<()> {
         }
         Command::Eval {
             file,
+            cv,
             topic,
             json,
             verbose,
         } => {
             let config = load_config(&config_path, args.db.as_deref())?;
-            eval(&config, file, topic.as_deref(), *json, *verbose)
+            match (file, cv) {
+                (_, Some(k)) => cross_validate(&config, *k, topic.as_deref(), *json, *verbose),
+                (Some(file), None) => eval(&config, file, topic.as_deref(), *json, *verbose),
+                (None, None) => Err(UsageError("give a labelled FILE or --cv K".into()).into()),
+            }
+        }
+        Command::Train { topic } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = if config.daemon.database.exists() {
+                Some(open_store(&config)?)
+            } else {
+                None
+            };
+            train(&config, store.as_ref(), topic.as_deref())
+        }
+        Command::Readings { uncertain, limit } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            print_readings(&store, *uncertain, *limit)
+        }
+        Command::Correct {
+            article_id,
+            topic,
+            issue,
+            actor,
+            stance,
+            relevant,
+        } => {
+            let config = load_config(&config_path, args.db.as_deref())?;
+            let store = open_store(&config)?;
+            let topic = match topic {
+                Some(t) => t.clone(),
+                None => config
+                    .topics
+                    .first()
+                    .map(|t| t.id.clone())
+                    .ok_or_else(|| UsageError("the config defines no topic".into()))?,
+            };
+            let stance = stance.as_deref().map(|s| match s {
+                "support" => crate::events::CorrectedStance::Support,
+                "oppose" => crate::events::CorrectedStance::Oppose,
+                "neutral" => crate::events::CorrectedStance::Neutral,
+                _ => crate::events::CorrectedStance::None,
+            });
+            let correction = crate::events::ReadingCorrected {
+                article_id: article_id.clone(),
+                topic,
+                issue: issue.clone(),
+                actor: actor.clone(),
+                stance,
+                relevant: relevant.as_deref().map(|r| r == "yes"),
+            };
+            let seq =
+                crate::readings::correct(&config, &store, correction).map_err(|e| match e {
+                    crate::readings::CorrectionError::Store(e) => anyhow::Error::from(e),
+                    other => UsageError(other.to_string()).into(),
+                })?;
+            println!(
+                "recorded ReadingCorrected (seq {seq}); `vigia train` takes it into the model"
+            );
+            Ok(())
         }
     }
 }

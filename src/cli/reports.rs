@@ -15,6 +15,7 @@ use crate::store::EventStore;
 pub(super) fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let mut out = std::io::stdout().lock();
+    let mut warnings: Vec<String> = Vec::new();
     writeln!(out, "{}: ok", path.display())?;
     writeln!(out, "  database:    {}", config.daemon.database.display())?;
     writeln!(
@@ -33,6 +34,37 @@ pub(super) fn check(path: &Path) -> Result<()> {
             topics.join(", ")
         }
     )?;
+    for rules in &config.topics {
+        let set = config.examples.get(&rules.id);
+        let reader = match crate::detect::topic_models::status(rules, set.map(|s| s.as_ref())) {
+            crate::detect::TopicModelStatus::RulesOnly => "rules only (no examples)".to_string(),
+            crate::detect::TopicModelStatus::Fresh { path, corrections } => format!(
+                "learned, {} examples{}, model {}",
+                set.map_or(0, |s| s.items.len()),
+                if corrections > 0 {
+                    format!(" + {corrections} corrections")
+                } else {
+                    String::new()
+                },
+                path.display()
+            ),
+            crate::detect::TopicModelStatus::Stale { path, why } => {
+                warnings.push(format!(
+                    "topic `{}`: model {} is not usable ({why}): it is trained each time vigia starts until `vigia train` saves it",
+                    rules.id,
+                    path.display()
+                ));
+                format!(
+                    "learned, {} examples, trained at start (stale model)",
+                    set.map_or(0, |s| s.items.len())
+                )
+            }
+        };
+        writeln!(out, "  reader:      {}: {reader}", rules.id)?;
+        if let Some(set) = set {
+            warnings.extend(crate::detect::topic_models::thin_classes(rules, set));
+        }
+    }
     writeln!(out, "  subscribers: {}", config.subscribers.len())?;
     let mail = match &config.mail.transport {
         MailTransport::Smtp {
@@ -57,6 +89,9 @@ pub(super) fn check(path: &Path) -> Result<()> {
             out,
             "  web:         no [web]: stance pages only, digests unsubscribe by mailto"
         )?,
+    }
+    for warning in &warnings {
+        writeln!(out, "warning: {warning}")?;
     }
     Ok(())
 }

@@ -9,13 +9,16 @@
 mod sections;
 mod source;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::de::DeTable;
 
+use crate::detect::examples::{self, ExampleSet, ExamplesError};
 use crate::schedule::CronSchedule;
 pub use sections::valid_address;
 use sections::*;
@@ -49,6 +52,8 @@ pub struct Config {
     pub web: Option<WebConfig>,
     pub subscribers: Vec<SubscriberConfig>,
     pub topics: Vec<TopicConfig>,
+    /// Each topic's labelled examples, by topic id (topics with an `examples` file).
+    pub examples: BTreeMap<String, Arc<ExampleSet>>,
     pub tracking: TrackingConfig,
 }
 
@@ -245,7 +250,27 @@ impl Config {
         diags.unknown_keys(&mut root, TOP_KEYS, "the top level");
 
         let daemon = read_daemon(&mut diags, root.remove("daemon"), &base);
-        let topics = read_topics(&mut diags, root.remove("topic"));
+        let topics = read_topics(&mut diags, root.remove("topic"), &base);
+        let mut example_sets = BTreeMap::new();
+        for (_, rules) in &topics {
+            let Some(path) = &rules.examples else {
+                continue;
+            };
+            match examples::load(path, rules) {
+                Ok(set) => {
+                    example_sets.insert(rules.id.clone(), Arc::new(set));
+                }
+                Err(ExamplesError::Invalid(problems)) => {
+                    diags.list.extend(problems.into_iter().map(|p| Diagnostic {
+                        file: path.display().to_string(),
+                        line: p.line,
+                        col: p.col,
+                        message: p.message,
+                    }))
+                }
+                Err(e) => diags.at(0..0, format!("topic `{}`: {e}", rules.id)),
+            }
+        }
         let topic_ids = check_unique(&mut diags, topics.iter().map(|(id, _)| id), "topic");
         let feeds = read_feeds(&mut diags, root.remove("feed"));
         let mail = read_mail(&mut diags, root.remove("mail"), &base);
@@ -285,6 +310,7 @@ impl Config {
             web,
             subscribers,
             topics: topics.into_iter().map(|(_, rules)| rules).collect(),
+            examples: example_sets,
             tracking,
         })
     }

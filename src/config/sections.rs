@@ -72,6 +72,7 @@ const TOPIC_KEYS: &[&str] = &[
     "joint_actors",
     "issues",
     "cues",
+    "examples",
 ];
 
 #[derive(Deserialize, Default)]
@@ -204,6 +205,7 @@ pub(super) fn read_array<'i>(
 pub(super) fn read_topics(
     diags: &mut Diagnostics<'_>,
     value: Option<Spanned<DeValue<'_>>>,
+    base: &std::path::Path,
 ) -> Vec<(Spanned<String>, TopicConfig)> {
     let mut out = Vec::new();
     for value in read_array(diags, value, "topic", TOPIC_KEYS) {
@@ -212,12 +214,13 @@ pub(super) fn read_topics(
             DeValue::Table(t) => t.get("id").map(|v| v.span()).unwrap_or(span.clone()),
             _ => span.clone(),
         };
-        let Some(rules) = diags.section::<TopicConfig>(value, "[[topic]]") else {
+        let Some(mut rules) = diags.section::<TopicConfig>(value, "[[topic]]") else {
             continue;
         };
         for problem in rules.problems() {
             diags.at(span.clone(), problem);
         }
+        rules.examples = rules.examples.take().map(|p| base.join(p));
         out.push((Spanned::new(id_span, rules.id.clone()), rules));
     }
     out

@@ -7,9 +7,14 @@
 //! stances are read sentence by sentence (`stance`). The rules live in the config
 //! (`rules::TopicRules`); nothing here knows about Mexico.
 
+pub mod examples;
+pub mod learned;
 pub mod rules;
 mod stance;
 pub mod text;
+pub mod topic_models;
+
+pub use topic_models::{load, train_topic, LoadError, TopicModelStatus};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -118,14 +123,39 @@ pub struct ArticleText<'a> {
     pub lang: Option<&'a str>,
 }
 
-/// All topics' rules, compiled.
+/// All topics' rules, compiled, and the learned readers of the topics that have one.
 pub struct Detector {
     topics: Vec<CompiledTopic>,
     automaton: AhoCorasick,
     /// Per automaton pattern, every meaning of that folded term.
     meanings: Vec<Vec<Meaning>>,
-    /// Hash of the rules: classification events name it.
+    /// Per topic, its learned reader (None: the rules read it alone).
+    models: Vec<Option<AttachedModel>>,
+    /// Hash of the rules and models: classification events name it.
     pub rules_hash: String,
+}
+
+/// A model bound to its topic: each head's issue and actor as rule indices.
+struct AttachedModel {
+    model: learned::Model,
+    /// Per head: (issue, actor) indices; None for the relevance head.
+    pairs: Vec<Option<(usize, usize)>>,
+}
+
+/// A sentence as the detector reads it.
+struct Sentence<'a, 'd> {
+    text: &'a str,
+    tokens: Vec<Token>,
+    hits: Vec<Hit<'d>>,
+}
+
+/// What the rules make of an article for one topic.
+struct RulesView {
+    relevant: bool,
+    score: f64,
+    matched: BTreeMap<String, String>,
+    /// Per sentence: complete readings and cues left incomplete.
+    readings: Vec<(Vec<stance::Observation>, Vec<stance::Partial>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,11 +274,56 @@ impl Detector {
             .map_err(|e| CompileError(e.to_string()))?;
         let rules_json = serde_json::to_string(topics).map_err(|e| CompileError(e.to_string()))?;
         Ok(Detector {
+            models: (0..compiled.len()).map(|_| None).collect(),
             topics: compiled,
             automaton,
             meanings,
             rules_hash: hex::encode(&Sha256::digest(rules_json.as_bytes())[..12]),
         })
+    }
+
+    /// Gives a topic its learned reader; the hash that names readings changes with it.
+    pub fn attach(&mut self, model: learned::Model) -> Result<(), CompileError> {
+        let Some(t) = self.topics.iter().position(|t| t.rules.id == model.topic) else {
+            return Err(CompileError(format!(
+                "no topic `{}` for its model",
+                model.topic
+            )));
+        };
+        let rules = &self.topics[t].rules;
+        let mut pairs = Vec::new();
+        for head in &model.heads {
+            match (&head.issue, &head.actor) {
+                (Some(issue), Some(actor)) => {
+                    let i = rules.issues.iter().position(|x| &x.id == issue);
+                    let a = rules.actors.iter().position(|x| &x.id == actor);
+                    match (i, a) {
+                        (Some(i), Some(a)) => pairs.push(Some((i, a))),
+                        _ => {
+                            return Err(CompileError(format!(
+                                "the model of topic `{}` reads {issue}.{actor}, which its rules do not define; run `vigia train`",
+                                model.topic
+                            )))
+                        }
+                    }
+                }
+                _ => pairs.push(None),
+            }
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(self.rules_hash.as_bytes());
+        hasher.update(model.to_json().as_bytes());
+        self.rules_hash = hex::encode(&hasher.finalize()[..12]);
+        self.models[t] = Some(AttachedModel { model, pairs });
+        Ok(())
+    }
+
+    /// Whether a topic is read by a learned model.
+    pub fn has_model(&self, topic: &str) -> bool {
+        self.topics
+            .iter()
+            .zip(&self.models)
+            .any(|(t, m)| t.rules.id == topic && m.is_some())
     }
 
     pub fn topic_ids(&self) -> Vec<&str> {
@@ -294,7 +369,9 @@ impl Detector {
         out
     }
 
-    pub fn classify(&self, article: &ArticleText<'_>) -> Classification {
+    /// Splits an article into the sentences that are read (the title is one) and finds
+    /// every term in each.
+    fn analyse<'a>(&self, article: &ArticleText<'a>) -> Vec<Sentence<'a, '_>> {
         let lang = article
             .lang
             .map(|l| l.trim().to_ascii_lowercase())
@@ -309,73 +386,241 @@ impl Detector {
             // Without a lead, the article's opening stands in for it.
             sentences.extend(text::sentences(article.content).into_iter().take(3));
         }
-        let analysed: Vec<(&str, Vec<Token>)> = sentences
+        sentences
             .into_iter()
-            .map(|s| (s, text::tokens(s)))
-            .collect();
-        let hits: Vec<Vec<Hit<'_>>> = analysed
-            .iter()
-            .map(|(_, toks)| self.hits(toks, lang))
-            .collect();
+            .map(|s| {
+                let tokens = text::tokens(s);
+                let hits = self.hits(&tokens, lang);
+                Sentence {
+                    text: s,
+                    tokens,
+                    hits,
+                }
+            })
+            .collect()
+    }
 
-        let mut result = Classification::default();
-        for (t, topic) in self.topics.iter().enumerate() {
-            let mut matched_groups = vec![false; topic.group_names.len()];
-            // Spellings that fold alike ("Mexico", "México") are one matched term.
-            let mut matched_terms: BTreeMap<String, String> = BTreeMap::new();
-            for hit in hits.iter().flatten().filter(|h| h.meaning.topic == t) {
-                if let Role::Group(g) = hit.meaning.role {
-                    matched_groups[g] = true;
-                    if !topic.excluded.contains(&g) {
-                        matched_terms
-                            .entry(text::fold(&hit.meaning.term))
-                            .or_insert_with(|| hit.meaning.term.clone());
-                    }
+    /// Relevance by the topic's term groups, and the rules' readings of each sentence.
+    fn rules_view(&self, t: usize, sentences: &[Sentence<'_, '_>], has_title: bool) -> RulesView {
+        let topic = &self.topics[t];
+        let mut matched_groups = vec![false; topic.group_names.len()];
+        // Spellings that fold alike ("Mexico", "México") are one matched term.
+        let mut matched: BTreeMap<String, String> = BTreeMap::new();
+        for hit in sentences
+            .iter()
+            .flat_map(|s| &s.hits)
+            .filter(|h| h.meaning.topic == t)
+        {
+            if let Role::Group(g) = hit.meaning.role {
+                matched_groups[g] = true;
+                if !topic.excluded.contains(&g) {
+                    matched
+                        .entry(text::fold(&hit.meaning.term))
+                        .or_insert_with(|| hit.meaning.term.clone());
                 }
             }
-            let required = topic.required.iter().all(|&g| matched_groups[g])
-                && (topic.any_of.is_empty() || topic.any_of.iter().any(|&g| matched_groups[g]));
-            let excluded = topic.excluded.iter().any(|&g| matched_groups[g]);
-            let total: f64 = topic
+        }
+        let required = topic.required.iter().all(|&g| matched_groups[g])
+            && (topic.any_of.is_empty() || topic.any_of.iter().any(|&g| matched_groups[g]));
+        let excluded = topic.excluded.iter().any(|&g| matched_groups[g]);
+        let weight = |only_matched: bool| -> f64 {
+            topic
                 .group_weights
                 .iter()
                 .enumerate()
-                .filter(|(g, _)| !topic.excluded.contains(g))
+                .filter(|(g, _)| {
+                    !topic.excluded.contains(g) && (!only_matched || matched_groups[*g])
+                })
                 .map(|(_, w)| w)
-                .sum();
-            let got: f64 = topic
-                .group_weights
-                .iter()
-                .enumerate()
-                .filter(|(g, _)| matched_groups[*g] && !topic.excluded.contains(g))
-                .map(|(_, w)| w)
-                .sum();
-            let score = if total > 0.0 { got / total } else { 0.0 };
-            if !required || excluded || score < topic.rules.threshold || matched_terms.is_empty() {
-                continue;
-            }
-            result.topics.push(TopicMatch {
-                id: topic.rules.id.clone(),
-                score: (score * 1000.0).round() / 1000.0,
-                matched: matched_terms.into_values().collect(),
-            });
-            for (n, ((sentence, tokens), sentence_hits)) in analysed.iter().zip(&hits).enumerate() {
-                let topic_hits: Vec<Hit<'_>> = sentence_hits
+                .sum()
+        };
+        let total = weight(false);
+        let score = if total > 0.0 {
+            weight(true) / total
+        } else {
+            0.0
+        };
+        let relevant =
+            required && !excluded && score >= topic.rules.threshold && !matched.is_empty();
+        let readings = sentences
+            .iter()
+            .enumerate()
+            .map(|(n, s)| {
+                let topic_hits: Vec<Hit<'_>> = s
+                    .hits
                     .iter()
                     .copied()
                     .filter(|h| h.meaning.topic == t)
                     .collect();
-                let is_title = n == 0 && !article.title.trim().is_empty();
-                for obs in stance::read(topic.rules.actors.len(), tokens, &topic_hits, is_title) {
-                    result.stances.push(StanceObservation {
-                        topic: topic.rules.id.clone(),
-                        issue: topic.rules.issues[obs.issue].id.clone(),
-                        actor: topic.rules.actors[obs.actor].id.clone(),
-                        stance: obs.stance,
-                        confidence: obs.confidence,
-                        evidence: sentence.to_string(),
-                        cues: obs.cues,
-                    });
+                stance::read_all(
+                    topic.rules.actors.len(),
+                    &s.tokens,
+                    &topic_hits,
+                    n == 0 && has_title,
+                )
+            })
+            .collect();
+        RulesView {
+            relevant,
+            score,
+            matched,
+            readings,
+        }
+    }
+
+    /// The learned reader's features of each sentence (the first also carries the
+    /// article's own).
+    fn features(
+        &self,
+        t: usize,
+        sentences: &[Sentence<'_, '_>],
+        view: &RulesView,
+        has_title: bool,
+    ) -> Vec<Vec<u64>> {
+        let mut out: Vec<Vec<u64>> = sentences
+            .iter()
+            .zip(&view.readings)
+            .enumerate()
+            .map(|(n, (s, readings))| {
+                let mut f = Vec::with_capacity(s.tokens.len() * 3 + 16);
+                learned::sentence_features(
+                    t,
+                    &s.tokens,
+                    &s.hits,
+                    readings,
+                    n == 0 && has_title,
+                    &mut f,
+                );
+                f
+            })
+            .collect();
+        if out.is_empty() {
+            out.push(Vec::new());
+        }
+        learned::article_features(view.relevant, view.score, &mut out[0]);
+        out
+    }
+
+    /// Features of an article for a topic, as training sees them.
+    pub(crate) fn features_of(&self, topic: &str, article: &ArticleText<'_>) -> Vec<Vec<u64>> {
+        let Some(t) = self.topics.iter().position(|x| x.rules.id == topic) else {
+            return Vec::new();
+        };
+        let has_title = !article.title.trim().is_empty();
+        let sentences = self.analyse(article);
+        let view = self.rules_view(t, &sentences, has_title);
+        self.features(t, &sentences, &view, has_title)
+    }
+
+    pub fn classify(&self, article: &ArticleText<'_>) -> Classification {
+        let has_title = !article.title.trim().is_empty();
+        let sentences = self.analyse(article);
+        let mut result = Classification::default();
+        for (t, topic) in self.topics.iter().enumerate() {
+            let view = self.rules_view(t, &sentences, has_title);
+            let observation = |n: usize, obs: &stance::Observation| StanceObservation {
+                topic: topic.rules.id.clone(),
+                issue: topic.rules.issues[obs.issue].id.clone(),
+                actor: topic.rules.actors[obs.actor].id.clone(),
+                stance: obs.stance,
+                confidence: obs.confidence,
+                evidence: sentences[n].text.to_string(),
+                cues: obs.cues.clone(),
+            };
+            let Some(attached) = &self.models[t] else {
+                if !view.relevant {
+                    continue;
+                }
+                result.topics.push(TopicMatch {
+                    id: topic.rules.id.clone(),
+                    score: (view.score * 1000.0).round() / 1000.0,
+                    matched: view.matched.into_values().collect(),
+                });
+                for (n, (observations, _)) in view.readings.iter().enumerate() {
+                    result
+                        .stances
+                        .extend(observations.iter().map(|o| observation(n, o)));
+                }
+                continue;
+            };
+            let features = self.features(t, &sentences, &view, has_title);
+            let reading = attached.model.read(&features);
+            if !reading.relevant {
+                continue;
+            }
+            result.topics.push(TopicMatch {
+                id: topic.rules.id.clone(),
+                score: (reading.relevance * 1000.0).round() / 1000.0,
+                matched: view.matched.values().cloned().collect(),
+            });
+            // A headline whose rules read a clear support where the model reads none or
+            // oppose: the model's prior ("Mexico always refuses") is what a turn looks
+            // like to it, and a turn is what a subscriber must not miss.
+            let turns: Vec<&stance::Observation> = match view.readings.first() {
+                Some((obs, _)) if has_title => obs
+                    .iter()
+                    .filter(|o| o.stance == Stance::Support && o.confidence >= TURN_CONFIDENCE)
+                    .filter(|o| {
+                        !reading.stances.iter().any(|p| {
+                            p.stance == Stance::Support
+                                && attached.pairs.get(p.head) == Some(&Some((o.issue, o.actor)))
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut read_pairs = Vec::new();
+            for o in turns {
+                if !read_pairs.contains(&(o.issue, o.actor)) {
+                    read_pairs.push((o.issue, o.actor));
+                    result.stances.push(observation(0, o));
+                }
+            }
+            for pair in &reading.stances {
+                let Some(Some((issue, actor))) = attached.pairs.get(pair.head) else {
+                    continue;
+                };
+                if read_pairs.contains(&(*issue, *actor)) {
+                    continue;
+                }
+                read_pairs.push((*issue, *actor));
+                // The rules' cues for the same reading in that sentence, when they agree.
+                let cues = view
+                    .readings
+                    .get(pair.sentence)
+                    .and_then(|(obs, _)| {
+                        obs.iter().find(|o| {
+                            o.issue == *issue && o.actor == *actor && o.stance == pair.stance
+                        })
+                    })
+                    .map(|o| o.cues.clone())
+                    .unwrap_or_default();
+                result.stances.push(StanceObservation {
+                    topic: topic.rules.id.clone(),
+                    issue: topic.rules.issues[*issue].id.clone(),
+                    actor: topic.rules.actors[*actor].id.clone(),
+                    stance: pair.stance,
+                    confidence: (pair.confidence * 100.0).round() / 100.0,
+                    evidence: sentences
+                        .get(pair.sentence)
+                        .map(|s| s.text.to_string())
+                        .unwrap_or_default(),
+                    cues,
+                });
+            }
+            // Stances the model has too few examples to learn are the rules' to read,
+            // where the model read nothing for that pair.
+            for (n, (observations, _)) in view.readings.iter().enumerate() {
+                for o in observations {
+                    let head = attached
+                        .pairs
+                        .iter()
+                        .position(|p| *p == Some((o.issue, o.actor)));
+                    let rules_only =
+                        head.is_none_or(|h| attached.model.heads[h].rules_only.contains(&o.stance));
+                    if rules_only && !read_pairs.contains(&(o.issue, o.actor)) {
+                        result.stances.push(observation(n, o));
+                    }
                 }
             }
         }
@@ -383,6 +628,10 @@ impl Detector {
         result
     }
 }
+
+/// How sure the rules must be of a headline's support to stand over the learned
+/// reader: subject, cue and issue in one clause of the headline.
+const TURN_CONFIDENCE: f64 = 0.95;
 
 /// One observation per (topic, issue, actor, stance): the most confident.
 fn dedupe(stances: &mut Vec<StanceObservation>) {

@@ -44,6 +44,11 @@ pub struct TopicRules {
     pub issues: Vec<IssueRules>,
     #[serde(default)]
     pub cues: CueRules,
+    /// Labelled examples that train the topic's learned reader (JSON Lines, relative to
+    /// the config file; resolved when the config is read). Without them the rules read
+    /// the topic alone.
+    #[serde(default, skip_serializing)]
+    pub examples: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -28,6 +28,17 @@ pub(super) struct Observation {
     pub cues: Vec<String>,
 }
 
+/// A cue whose actor or issue could not be found: no stance by the rules, but a hint
+/// for the learned reader ("rejects" with Mexico as subject and no issue named).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Partial {
+    pub actor: Option<usize>,
+    pub issue: Option<usize>,
+    pub stance: Stance,
+    /// A non-actor (a senator, a cartel) is the cue's subject.
+    pub blocked: bool,
+}
+
 /// Who a hit names.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Party {
@@ -51,12 +62,17 @@ fn party(hit: &Hit<'_>) -> Option<Party> {
 /// "suspends the transfer"): the first cue governs, the second is not read alone.
 const GOVERNED_REACH: usize = 3;
 
-pub(super) fn read(
+/// The rules' readings of a sentence, and the cues they could not complete.
+pub(super) fn read_all(
     actor_count: usize,
     tokens: &[Token],
     hits: &[Hit<'_>],
     is_title: bool,
-) -> Vec<Observation> {
+) -> (Vec<Observation>, Vec<Partial>) {
+    let mut partials = Vec::new();
+    if !hits.iter().any(|h| matches!(h.meaning.role, Role::Cue(..))) {
+        return (Vec::new(), partials);
+    }
     let breaks = clause_breaks(tokens, hits);
     let clause_of = |pos: usize| breaks.partition_point(|&b| b <= pos);
     let all_parties: Vec<(Hit<'_>, Party)> = longest(
@@ -131,7 +147,7 @@ pub(super) fn read(
             (None, Some(p)) => (vec![p], 0.2),
             (None, None) => match parties.iter().rev().find(|(p, _)| p.end < cue.start) {
                 Some((_, p)) => (vec![*p], 0.05),
-                None => continue,
+                None => (Vec::new(), 0.0),
             },
         };
         // "Mexico and the US agree": both are the subject.
@@ -149,6 +165,12 @@ pub(super) fn read(
             }
         }
         if who.contains(&Party::Nobody) {
+            partials.push(Partial {
+                actor: None,
+                issue: own_issue,
+                stance,
+                blocked: true,
+            });
             continue;
         }
         let actors: Vec<usize> = if who.contains(&Party::All) {
@@ -201,10 +223,37 @@ pub(super) fn read(
                         };
                         (i, if gap <= 4 { 0.15 } else { 0.05 })
                     }
-                    None => continue,
+                    None => {
+                        for actor in &actors {
+                            partials.push(Partial {
+                                actor: Some(*actor),
+                                issue: None,
+                                stance,
+                                blocked: false,
+                            });
+                        }
+                        if actors.is_empty() {
+                            partials.push(Partial {
+                                actor: None,
+                                issue: None,
+                                stance,
+                                blocked: false,
+                            });
+                        }
+                        continue;
+                    }
                 }
             }
         };
+        if actors.is_empty() {
+            partials.push(Partial {
+                actor: None,
+                issue: Some(issue),
+                stance,
+                blocked: false,
+            });
+            continue;
+        }
         let base: f64 = if stance == Stance::Neutral { 0.45 } else { 0.5 };
         // The headline states the story's main point; a lead's sentence often a side one.
         let headline = if is_title { 0.05 } else { 0.0 };
@@ -220,7 +269,7 @@ pub(super) fn read(
             });
         }
     }
-    out
+    (out, partials)
 }
 
 /// Token positions that start a new clause: , ; : and words such as "but".

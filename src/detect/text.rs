@@ -21,6 +21,10 @@ impl Token {
 
 /// Lower case without accents: "Intervención" → "intervencion".
 pub fn fold(s: &str) -> String {
+    if s.is_ascii() {
+        // Most words: nothing to decompose.
+        return s.to_ascii_lowercase();
+    }
     s.nfd()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
         .flat_map(char::to_lowercase)
@@ -33,8 +37,13 @@ pub fn tokens(text: &str) -> Vec<Token> {
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut Vec<Token>| {
         if !word.is_empty() {
-            let letters: Vec<char> = word.chars().filter(|c| c.is_alphabetic()).collect();
-            let upper = letters.len() >= 2 && letters.iter().all(|c| c.is_uppercase());
+            let mut letters = 0usize;
+            let mut all_upper = true;
+            for c in word.chars().filter(|c| c.is_alphabetic()) {
+                letters += 1;
+                all_upper &= c.is_uppercase();
+            }
+            let upper = letters >= 2 && all_upper;
             out.push(Token {
                 folded: fold(word),
                 upper,

@@ -98,33 +98,41 @@ impl Articles {
             .optional()
     }
 
+    /// One stored article.
+    pub fn get(conn: &Connection, article_id: &str) -> rusqlite::Result<Option<ArticleRow>> {
+        conn.prepare_cached(&format!("{SELECT_ROW} WHERE article_id = ?1"))?
+            .query_row([article_id], row)
+            .optional()
+    }
+
     pub fn count(conn: &Connection) -> rusqlite::Result<u64> {
         conn.query_row("SELECT COUNT(*) FROM articles", [], |r| r.get(0))
     }
 
     /// Every stored article, in discovery order.
     pub fn all(conn: &Connection) -> rusqlite::Result<Vec<ArticleRow>> {
-        let mut stmt = conn.prepare(
-            "SELECT article_id, feed_id, url, title, summary, content, lang, published, content_hash, revision, outlet
-             FROM articles ORDER BY discovered_at, article_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ArticleRow {
-                article_id: r.get(0)?,
-                feed_id: r.get(1)?,
-                body: ArticleBody {
-                    url: r.get(2)?,
-                    title: r.get(3)?,
-                    summary: r.get(4)?,
-                    content: r.get(5)?,
-                    lang: r.get(6)?,
-                    published: r.get(7)?,
-                    outlet: r.get(10)?,
-                },
-                content_hash: r.get(8)?,
-                revision: r.get(9)?,
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!("{SELECT_ROW} ORDER BY discovered_at, article_id"))?;
+        let rows = stmt.query_map([], row)?;
         rows.collect()
     }
+}
+
+const SELECT_ROW: &str = "SELECT article_id, feed_id, url, title, summary, content, lang, published, content_hash, revision, outlet FROM articles";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArticleRow> {
+    Ok(ArticleRow {
+        article_id: r.get(0)?,
+        feed_id: r.get(1)?,
+        body: ArticleBody {
+            url: r.get(2)?,
+            title: r.get(3)?,
+            summary: r.get(4)?,
+            content: r.get(5)?,
+            lang: r.get(6)?,
+            published: r.get(7)?,
+            outlet: r.get(10)?,
+        },
+        content_hash: r.get(8)?,
+        revision: r.get(9)?,
+    })
 }

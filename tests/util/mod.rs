@@ -64,6 +64,17 @@ impl Dir {
     }
 }
 
+/// The shipped config's topics (from its first `[[topic]]` on), with the examples
+/// file named by its absolute path so the text works from any folder.
+pub fn shipped_topics() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/config/vigia.toml")).unwrap();
+    text[text.find("[[topic]]").unwrap()..].replace(
+        "examples = \"examples/",
+        &format!("examples = \"{root}/config/examples/"),
+    )
+}
+
 /// A port free on loopback now (for a daemon's listen address).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
