@@ -366,7 +366,12 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = reload.recv() => {
-                match reloaded(&config, &store) {
+                // Off the runtime: a reload may train a topic's reader (seconds).
+                let (current, handle) = (Arc::clone(&config), store.clone());
+                let outcome = tokio::task::spawn_blocking(move || reloaded(&current, &handle))
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload failed: {e}")));
+                match outcome {
                     Ok((new_config, new_detector)) => {
                         if new_config.daemon.fetch != config.daemon.fetch {
                             fetcher = Fetcher::new(&new_config.daemon.fetch).context("setting up HTTP")?;
