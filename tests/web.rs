@@ -29,7 +29,7 @@ const TOPIC: &str = "us-mx-security";
 /// A title whose text (after the feed's own escaping) is markup: it must stay text.
 const SCRIPTED: Item<'static> = Item {
     guid: "e9",
-    title: "US drones over Mexico: &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;",
+    title: "Mexico rejects US troops: &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;",
     summary: "Mexico's foreign ministry said the government rejects any US military operation on its territory.",
     link: "javascript:alert(3)",
     hours_ago: 1,

@@ -5,7 +5,9 @@
 //! into one Aho-Corasick automaton over folded text, so the cost of matching does not
 //! grow with the number of terms. Relevance is decided per topic from its term groups;
 //! stances are read sentence by sentence (`stance`). The rules live in the config
-//! (`rules::TopicRules`); nothing here knows about Mexico.
+//! (`rules::TopicRules`); nothing here knows about Mexico. A topic with labelled
+//! examples (`examples`) is read by a learned reader (`learned`) that takes the rules'
+//! findings as features; `topic_models` binds each topic to its model file.
 
 pub mod examples;
 pub mod learned;
