@@ -443,6 +443,9 @@ fn reloaded(current: &Config, store: &EventStore) -> Result<(Config, Arc<Detecto
 /// when it matches the examples and rules, else trained now on the examples and the
 /// operators' corrections in the log).
 pub fn detector_for(config: &Config, store: &EventStore) -> Result<Detector> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let stale = config.topics.iter().any(|t| {
         matches!(
             crate::detect::topic_models::status(t, config.examples.get(&t.id).map(|s| s.as_ref())),

@@ -69,6 +69,18 @@ fn a_bad_examples_line_is_named_by_file_and_line_and_nothing_runs() {
 }
 
 #[test]
+fn a_topic_copied_without_its_examples_is_read_by_its_rules_and_says_so() {
+    let dir = Dir::new();
+    config(&dir, None);
+    let check = vigia_ok(&["--config", "vigia.toml", "check"], &dir);
+    assert!(check.contains("rules only"), "{check}");
+    assert!(
+        check.contains("warning: topic `us-mx-security`: no examples file at"),
+        "{check}"
+    );
+}
+
+#[test]
 fn train_writes_a_reproducible_model_that_goes_stale_when_its_examples_change() {
     let dir = Dir::new();
     config(&dir, None);

@@ -30,6 +30,9 @@ struct ClassifyInput {
 /// The config's detector without a database: model files as they are, or a model
 /// trained now on the examples alone when a file is stale.
 pub(super) fn detector(config: &Config) -> Result<Detector> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let (detector, notes) =
         crate::detect::load(&config.topics, &config.examples, &Default::default())?;
     for note in notes {

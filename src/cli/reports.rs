@@ -15,7 +15,7 @@ use crate::store::EventStore;
 pub(super) fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let mut out = std::io::stdout().lock();
-    let mut warnings: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = config.warnings.clone();
     writeln!(out, "{}: ok", path.display())?;
     writeln!(out, "  database:    {}", config.daemon.database.display())?;
     writeln!(

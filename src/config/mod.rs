@@ -54,6 +54,9 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
     /// Each topic's labelled examples, by topic id (topics with an `examples` file).
     pub examples: BTreeMap<String, Arc<ExampleSet>>,
+    /// What is not wrong but worth saying (`vigia check` prints it, the daemon logs it):
+    /// an examples file that does not exist, so its topic is read by the rules alone.
+    pub warnings: Vec<String>,
     pub tracking: TrackingConfig,
 }
 
@@ -252,6 +255,7 @@ impl Config {
         let daemon = read_daemon(&mut diags, root.remove("daemon"), &base);
         let topics = read_topics(&mut diags, root.remove("topic"), &base);
         let mut example_sets = BTreeMap::new();
+        let mut warnings = Vec::new();
         for (_, rules) in &topics {
             let Some(path) = &rules.examples else {
                 continue;
@@ -267,6 +271,16 @@ impl Config {
                         col: p.col,
                         message: p.message,
                     }))
+                }
+                // A topic section copied without its examples is still a topic: its
+                // rules read it, and the operator is told.
+                Err(ExamplesError::Unreadable { path, source })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    warnings.push(format!(
+                        "topic `{}`: no examples file at {path}: its rules read it alone",
+                        rules.id
+                    ))
                 }
                 Err(e) => diags.at(0..0, format!("topic `{}`: {e}", rules.id)),
             }
@@ -311,6 +325,7 @@ impl Config {
             subscribers,
             topics: topics.into_iter().map(|(_, rules)| rules).collect(),
             examples: example_sets,
+            warnings,
             tracking,
         })
     }
