@@ -178,6 +178,8 @@ pub fn featurise<'e>(
 pub enum LoadError {
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error("cannot use the model {path}: {why}")]
+    Model { path: String, why: String },
     #[error("topic `{topic}`: {source}")]
     Train {
         topic: String,
@@ -202,9 +204,10 @@ pub fn load(
         match status(rules, set) {
             TopicModelStatus::RulesOnly => {}
             TopicModelStatus::Fresh { path, .. } => {
-                let model = read_model(&path).map_err(|why| LoadError::Train {
-                    topic: rules.id.clone(),
-                    source: TrainError::Fit(why),
+                // Read once more to use it: it could have changed since `status` read it.
+                let model = read_model(&path).map_err(|why| LoadError::Model {
+                    path: path.display().to_string(),
+                    why,
                 })?;
                 detector.attach(model)?;
             }
