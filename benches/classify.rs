@@ -53,15 +53,21 @@ fn articles() -> Vec<(String, String, &'static str)> {
     out
 }
 
-fn classify(c: &mut Criterion) {
-    let config = Config::load(std::path::Path::new(concat!(
+fn shipped_config() -> Config {
+    Config::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/vigia.toml"
     )))
-    .unwrap();
+    .unwrap()
+}
+
+fn classify(c: &mut Criterion) {
+    let config = shipped_config();
     let rules_only = Detector::new(&config.topics).unwrap();
-    let (learned, _) =
-        vigia::detect::load(&config.topics, &config.examples, &Default::default()).unwrap();
+    let (learned, _) = vigia::detect::load(&config.topics, &config.examples, &mut || {
+        Ok(Default::default())
+    })
+    .unwrap();
     // The synthetic mix, and the shipped examples: real articles' facts as outlets
     // phrase them, in both languages, a third of them off-topic.
     let mut articles = articles();
@@ -102,11 +108,7 @@ fn classify(c: &mut Criterion) {
 
 /// Training the shipped topic's reader from its examples, as `vigia train` does.
 fn train(c: &mut Criterion) {
-    let config = Config::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/vigia.toml"
-    )))
-    .unwrap();
+    let config = shipped_config();
     let rules_detector = Detector::new(&config.topics).unwrap();
     let mut group = c.benchmark_group("train");
     group.sample_size(10);

@@ -446,18 +446,9 @@ pub fn detector_for(config: &Config, store: &EventStore) -> Result<Detector> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let stale = config.topics.iter().any(|t| {
-        matches!(
-            crate::detect::topic_models::status(t, config.examples.get(&t.id).map(|s| s.as_ref())),
-            crate::detect::TopicModelStatus::Stale { .. }
-        )
-    });
-    let corrections = if stale {
-        crate::readings::corrected_examples(store)?
-    } else {
-        Default::default()
-    };
-    let (detector, notes) = crate::detect::load(&config.topics, &config.examples, &corrections)?;
+    let (detector, notes) = crate::detect::load(&config.topics, &config.examples, &mut || {
+        Ok(crate::readings::corrected_examples(store)?)
+    })?;
     for note in notes {
         tracing::warn!("{note}");
     }

@@ -46,9 +46,10 @@ fn learned() -> Detector {
         "/config/vigia.toml"
     )))
     .expect("the shipped config loads");
-    let (detector, notes) =
-        vigia::detect::load(&config.topics, &config.examples, &Default::default())
-            .expect("the shipped reader loads");
+    let (detector, notes) = vigia::detect::load(&config.topics, &config.examples, &mut || {
+        Ok(Default::default())
+    })
+    .expect("the shipped reader loads");
     assert!(notes.is_empty(), "the shipped model is fresh: {notes:?}");
     assert!(detector.has_model("us-mx-security"));
     detector

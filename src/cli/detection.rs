@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use crate::config::Config;
 use crate::detect::examples::Example;
-use crate::detect::learned::{Model, TrainOptions};
+use crate::detect::learned::TrainOptions;
 use crate::detect::topic_models::{featurise, model_path};
 use crate::detect::{train_topic, ArticleText, Detector};
 use crate::store::EventStore;
@@ -33,8 +33,9 @@ pub(super) fn detector(config: &Config) -> Result<Detector> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let (detector, notes) =
-        crate::detect::load(&config.topics, &config.examples, &Default::default())?;
+    let (detector, notes) = crate::detect::load(&config.topics, &config.examples, &mut || {
+        Ok(Default::default())
+    })?;
     for note in notes {
         tracing::warn!("{note}");
     }
@@ -90,21 +91,7 @@ pub(super) fn eval(
     verbose: bool,
 ) -> Result<()> {
     let detector = detector(config)?;
-    let topic = match topic {
-        Some(t) if config.topics.iter().any(|c| c.id == t) => t.to_string(),
-        Some(t) => {
-            return Err(UsageError(format!(
-                "unknown topic {t:?}; the config defines {:?}",
-                detector.topic_ids()
-            ))
-            .into())
-        }
-        None => config
-            .topics
-            .first()
-            .map(|t| t.id.clone())
-            .ok_or_else(|| UsageError("the config defines no topic to score".into()))?,
-    };
+    let topic = topic_or_first(config, topic)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut items = Vec::new();
@@ -175,7 +162,7 @@ pub(super) fn eval(
     Ok(())
 }
 
-fn topic_or_first(config: &Config, topic: Option<&str>) -> Result<String> {
+pub(super) fn topic_or_first(config: &Config, topic: Option<&str>) -> Result<String> {
     match topic {
         Some(t) if config.topics.iter().any(|c| c.id == t) => Ok(t.to_string()),
         Some(t) => Err(UsageError(format!(
@@ -454,7 +441,7 @@ pub(super) fn train(
         std::fs::write(&temporary, &text)
             .and_then(|()| std::fs::rename(&temporary, &target))
             .with_context(|| format!("writing {}", target.display()))?;
-        for warning in class_warnings(rules, &model) {
+        for warning in crate::detect::topic_models::thin_classes(rules, set) {
             eprintln!("vigia: warning: {warning}");
         }
         println!(
@@ -472,33 +459,6 @@ pub(super) fn train(
         println!("no topic has examples: the rules read every topic");
     }
     Ok(())
-}
-
-/// Classes with too few examples to learn, read by the rules alone.
-pub(super) fn class_warnings(rules: &crate::config::TopicConfig, model: &Model) -> Vec<String> {
-    model
-        .heads
-        .iter()
-        .filter(|h| !h.rules_only.is_empty())
-        .map(|h| {
-            format!(
-                "topic `{}`: {}.{} has too few examples of {} to learn; the rules read {}",
-                rules.id,
-                h.issue.as_deref().unwrap_or(""),
-                h.actor.as_deref().unwrap_or(""),
-                h.rules_only
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if h.rules_only.len() == 1 {
-                    "it"
-                } else {
-                    "them"
-                }
-            )
-        })
-        .collect()
 }
 
 /// `vigia readings`.

@@ -6,7 +6,7 @@
 mod detection;
 mod reports;
 
-use detection::{classify, cross_validate, detector, eval, print_readings, train};
+use detection::{classify, cross_validate, detector, eval, print_readings, topic_or_first, train};
 use reports::{check, preview, print_events, print_feeds, print_stances, subscribers};
 
 use std::path::{Path, PathBuf};
@@ -348,14 +348,7 @@ pub fn run(args: Args) -> Result<()> {
         } => {
             let config = load_config(&config_path, args.db.as_deref())?;
             let store = open_store(&config)?;
-            let topic = match topic {
-                Some(t) => t.clone(),
-                None => config
-                    .topics
-                    .first()
-                    .map(|t| t.id.clone())
-                    .ok_or_else(|| UsageError("the config defines no topic".into()))?,
-            };
+            let topic = topic_or_first(&config, topic.as_deref())?;
             let stance = stance.as_deref().map(|s| match s {
                 "support" => crate::events::CorrectedStance::Support,
                 "oppose" => crate::events::CorrectedStance::Oppose,

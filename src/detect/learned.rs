@@ -311,6 +311,10 @@ pub(super) fn sentence_features(
     if let Some(a) = first_actor {
         out.push(FeatureHash::new(b'S').num(a).finish());
     }
+    // What a cue says of an actor, or of an issue, whatever the other: it carries over
+    // to the other issue or actor.
+    let of_actor = |a: usize, s: Stance| FeatureHash::new(b'a').num(a).num(stance_code(s)).finish();
+    let of_issue = |i: usize, s: Stance| FeatureHash::new(b'i').num(i).num(stance_code(s)).finish();
     let (observations, partials) = readings;
     for o in observations {
         let f = FeatureHash::new(b'O')
@@ -319,20 +323,8 @@ pub(super) fn sentence_features(
             .num(stance_code(o.stance));
         out.push(f.finish());
         out.push(f.byte(u8::from(is_title)).finish());
-        // The same reading whatever the issue or actor: what a cue class says of an
-        // actor carries over to the other issue.
-        out.push(
-            FeatureHash::new(b'a')
-                .num(o.actor)
-                .num(stance_code(o.stance))
-                .finish(),
-        );
-        out.push(
-            FeatureHash::new(b'i')
-                .num(o.issue)
-                .num(stance_code(o.stance))
-                .finish(),
-        );
+        out.push(of_actor(o.actor, o.stance));
+        out.push(of_issue(o.issue, o.stance));
     }
     for p in partials {
         out.push(
@@ -343,22 +335,8 @@ pub(super) fn sentence_features(
                 .byte(u8::from(p.blocked))
                 .finish(),
         );
-        if let Some(a) = p.actor {
-            out.push(
-                FeatureHash::new(b'a')
-                    .num(a)
-                    .num(stance_code(p.stance))
-                    .finish(),
-            );
-        }
-        if let Some(i) = p.issue {
-            out.push(
-                FeatureHash::new(b'i')
-                    .num(i)
-                    .num(stance_code(p.stance))
-                    .finish(),
-            );
-        }
+        out.extend(p.actor.map(|a| of_actor(a, p.stance)));
+        out.extend(p.issue.map(|i| of_issue(i, p.stance)));
     }
     if is_title {
         out.push(FeatureHash::new(b'T').finish());

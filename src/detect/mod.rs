@@ -402,8 +402,16 @@ impl Detector {
             .collect()
     }
 
-    /// Relevance by the topic's term groups, and the rules' readings of each sentence.
-    fn rules_view(&self, t: usize, sentences: &[Sentence<'_, '_>], has_title: bool) -> RulesView {
+    /// Relevance by the topic's term groups, and the rules' readings of each sentence:
+    /// always when `every_article` (the learned reader's features), else only for an
+    /// article the rules find relevant (the rules read stances in nothing else).
+    fn rules_view(
+        &self,
+        t: usize,
+        sentences: &[Sentence<'_, '_>],
+        has_title: bool,
+        every_article: bool,
+    ) -> RulesView {
         let topic = &self.topics[t];
         let mut matched_groups = vec![false; topic.group_names.len()];
         // Spellings that fold alike ("Mexico", "México") are one matched term.
@@ -444,24 +452,28 @@ impl Detector {
         };
         let relevant =
             required && !excluded && score >= topic.rules.threshold && !matched.is_empty();
-        let readings = sentences
-            .iter()
-            .enumerate()
-            .map(|(n, s)| {
-                let topic_hits: Vec<Hit<'_>> = s
-                    .hits
-                    .iter()
-                    .copied()
-                    .filter(|h| h.meaning.topic == t)
-                    .collect();
-                stance::read_all(
-                    topic.rules.actors.len(),
-                    &s.tokens,
-                    &topic_hits,
-                    n == 0 && has_title,
-                )
-            })
-            .collect();
+        let readings = if !relevant && !every_article {
+            Vec::new()
+        } else {
+            sentences
+                .iter()
+                .enumerate()
+                .map(|(n, s)| {
+                    let topic_hits: Vec<Hit<'_>> = s
+                        .hits
+                        .iter()
+                        .copied()
+                        .filter(|h| h.meaning.topic == t)
+                        .collect();
+                    stance::read_all(
+                        topic.rules.actors.len(),
+                        &s.tokens,
+                        &topic_hits,
+                        n == 0 && has_title,
+                    )
+                })
+                .collect()
+        };
         RulesView {
             relevant,
             score,
@@ -510,7 +522,7 @@ impl Detector {
         };
         let has_title = !article.title.trim().is_empty();
         let sentences = self.analyse(article);
-        let view = self.rules_view(t, &sentences, has_title);
+        let view = self.rules_view(t, &sentences, has_title, true);
         self.features(t, &sentences, &view, has_title)
     }
 
@@ -519,7 +531,7 @@ impl Detector {
         let sentences = self.analyse(article);
         let mut result = Classification::default();
         for (t, topic) in self.topics.iter().enumerate() {
-            let view = self.rules_view(t, &sentences, has_title);
+            let view = self.rules_view(t, &sentences, has_title, self.models[t].is_some());
             let observation = |n: usize, obs: &stance::Observation| StanceObservation {
                 topic: topic.rules.id.clone(),
                 issue: topic.rules.issues[obs.issue].id.clone(),

@@ -2,6 +2,7 @@
 //! (`examples/x.jsonl` → `examples/x.model.json`), used when it was trained on the
 //! same examples and rules, else trained afresh when the detector is built.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -61,19 +62,28 @@ pub enum TopicModelStatus {
 
 /// Whether the topic's model file can be used as it is.
 pub fn status(rules: &TopicRules, examples: Option<&ExampleSet>) -> TopicModelStatus {
+    inspect(rules, examples).0
+}
+
+/// The topic's status, and its model when the file is fresh (read once, for `load`).
+fn inspect(rules: &TopicRules, examples: Option<&ExampleSet>) -> (TopicModelStatus, Option<Model>) {
     let (Some(path), Some(set)) = (rules.examples.as_deref(), examples) else {
-        return TopicModelStatus::RulesOnly;
+        return (TopicModelStatus::RulesOnly, None);
     };
     let path = model_path(path);
-    match read_model(&path) {
-        Err(why) => TopicModelStatus::Stale { path, why },
-        Ok(model) => match why_stale(&model, rules, set) {
-            Some(why) => TopicModelStatus::Stale { path, why },
-            None => TopicModelStatus::Fresh {
+    let model = read_model(&path).and_then(|m| match why_stale(&m, rules, set) {
+        Some(why) => Err(why),
+        None => Ok(m),
+    });
+    match model {
+        Err(why) => (TopicModelStatus::Stale { path, why }, None),
+        Ok(model) => (
+            TopicModelStatus::Fresh {
                 path,
                 corrections: model.corrections,
             },
-        },
+            Some(model),
+        ),
     }
 }
 
@@ -178,8 +188,8 @@ pub fn featurise<'e>(
 pub enum LoadError {
     #[error(transparent)]
     Compile(#[from] CompileError),
-    #[error("cannot use the model {path}: {why}")]
-    Model { path: String, why: String },
+    #[error("cannot read the operators' corrections: {0}")]
+    Corrections(#[source] BoxedError),
     #[error("topic `{topic}`: {source}")]
     Train {
         topic: String,
@@ -188,39 +198,49 @@ pub enum LoadError {
     },
 }
 
+/// The operators' corrections by topic, asked for only when a model must be trained.
+pub type Corrections<'a> = dyn FnMut() -> Result<BTreeMap<String, Vec<Example>>, BoxedError> + 'a;
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The detector for a config: the rules of every topic, and the learned reader of
 /// each topic that has examples (its model file when fresh, else trained now, on the
 /// examples and the topic's corrections). Returns what it had to do, for the log.
 pub fn load(
     topics: &[TopicRules],
-    examples: &std::collections::BTreeMap<String, std::sync::Arc<ExampleSet>>,
-    corrections: &std::collections::BTreeMap<String, Vec<Example>>,
+    examples: &BTreeMap<String, std::sync::Arc<ExampleSet>>,
+    corrections: &mut Corrections<'_>,
 ) -> Result<(Detector, Vec<String>), LoadError> {
-    let rules_detector = Detector::new(topics)?;
     let mut detector = Detector::new(topics)?;
+    let mut rules_detector: Option<Detector> = None;
+    let mut corrected: Option<BTreeMap<String, Vec<Example>>> = None;
     let mut notes = Vec::new();
     for rules in topics {
         let set = examples.get(&rules.id).map(|s| s.as_ref());
-        match status(rules, set) {
-            TopicModelStatus::RulesOnly => {}
-            TopicModelStatus::Fresh { path, .. } => {
-                // Read once more to use it: it could have changed since `status` read it.
-                let model = read_model(&path).map_err(|why| LoadError::Model {
-                    path: path.display().to_string(),
-                    why,
-                })?;
-                detector.attach(model)?;
-            }
-            TopicModelStatus::Stale { path, why } => {
+        match inspect(rules, set) {
+            (TopicModelStatus::RulesOnly, _) => {}
+            (TopicModelStatus::Fresh { .. }, Some(model)) => detector.attach(model)?,
+            (TopicModelStatus::Fresh { .. }, None) => {}
+            (TopicModelStatus::Stale { path, why }, _) => {
                 let Some(set) = set else { continue };
                 let started = Instant::now();
-                let mine = corrections.get(&rules.id).map_or(&[][..], Vec::as_slice);
-                let model =
-                    train_topic(&rules_detector, rules, set, mine, &TrainOptions::default())
-                        .map_err(|source| LoadError::Train {
-                            topic: rules.id.clone(),
-                            source,
-                        })?;
+                if corrected.is_none() {
+                    corrected = Some(corrections().map_err(LoadError::Corrections)?);
+                }
+                let mine = corrected
+                    .as_ref()
+                    .and_then(|c| c.get(&rules.id))
+                    .map_or(&[][..], Vec::as_slice);
+                if rules_detector.is_none() {
+                    rules_detector = Some(Detector::new(topics)?);
+                }
+                let Some(features_from) = rules_detector.as_ref() else {
+                    continue;
+                };
+                let model = train_topic(features_from, rules, set, mine, &TrainOptions::default())
+                    .map_err(|source| LoadError::Train {
+                        topic: rules.id.clone(),
+                        source,
+                    })?;
                 notes.push(format!(
                     "topic `{}`: {} ({why}): trained on {} examples in {:.1}s; `vigia train` saves it",
                     rules.id,
