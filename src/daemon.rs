@@ -22,6 +22,7 @@ use crate::ingest::{self, PollOutcome};
 use crate::projections::{self, FeedHealth, FeedHealthRow};
 use crate::service::Health;
 use crate::store::{EventStore, NewEvent};
+use crate::web::tokens::{KeyFile, KeyFileState, LinkSigner};
 
 /// What one cycle did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -75,8 +76,13 @@ pub fn apply(config: &Config, store: &EventStore, detector: &Detector) -> Result
 }
 
 /// After polling: track stances, queue the digests due, and send what the outbox
-/// holds. Each step's events are in the log before the next step reads them.
-pub async fn after_polls(config: &Config, store: &EventStore) -> Result<AfterReport> {
+/// holds (signing its links with `signer`). Each step's events are in the log before
+/// the next step reads them.
+pub async fn after_polls(
+    config: &Config,
+    store: &EventStore,
+    signer: Option<LinkSigner>,
+) -> Result<AfterReport> {
     let (config, store) = (config.clone(), store.clone());
     tokio::task::spawn_blocking(move || -> Result<AfterReport> {
         let started = std::time::Instant::now();
@@ -85,14 +91,10 @@ pub async fn after_polls(config: &Config, store: &EventStore) -> Result<AfterRep
         let changes = crate::stance::track(&store, &config.tracking, now)?;
         projections::catch_up(&store)?;
         let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
-        let signer = crate::web::tokens::LinkSigner::from_config(&config).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "digests go out with the mailto unsubscribe only");
-            None
-        });
         let drafts = store.read(|c| crate::digest::drafts(c, &config, signer.as_ref(), now))?;
         let queued = crate::digest::queue(&store, &config, &templates, drafts, now)?;
         projections::catch_up(&store)?;
-        let delivery = match crate::digest::mail::Mailer::new(&config) {
+        let delivery = match crate::digest::mail::Mailer::new(&config, signer) {
             Ok(mailer) => crate::digest::mail::deliver_due(&store, &mailer, now)?,
             Err(e) => {
                 tracing::error!(error = %e, "mail is not set up: digests stay in the outbox");
@@ -150,7 +152,8 @@ pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport
         let (_, outcome) = joined.context("a poll task panicked")?;
         report.add(&outcome?);
     }
-    report.after = after_polls(config, store).await?;
+    let signer = LinkSigner::from_config(config, KeyFile::CreateIfMissing)?;
+    report.after = after_polls(config, store, signer).await?;
     Ok(report)
 }
 
@@ -276,8 +279,9 @@ pub async fn shutdown_signal() {
 }
 
 /// The daemon: polls feeds as they fall due until `shutdown` completes, runs tracking
-/// and delivery after polls and on a tick, serves /healthz and /metrics, and reloads
-/// its config on SIGHUP (an invalid one is refused and the old one keeps running).
+/// and delivery after polls and on a tick, serves the pages (`listen`) and /healthz
+/// and /metrics (`ops_listen`), and reloads its config and web key on SIGHUP (an
+/// invalid config or a lost key file is refused and the old ones keep running).
 /// On shutdown it lets the polls in flight finish (each records its outcome in one
 /// atomic append) and returns.
 pub async fn run(
@@ -287,35 +291,60 @@ pub async fn run(
 ) -> Result<()> {
     let mut detector = Arc::new(detector_for(&config, &store)?);
     apply(&config, &store, &detector)?;
-    // Fails fast on a web key that cannot be read (or its file created).
-    crate::web::tokens::LinkSigner::from_config(&config)?;
+    // The key that signs links is loaded once, here (its file created if this is the
+    // first start), and again only at SIGHUP: requests never read the key file.
+    let signer = LinkSigner::from_config(&config, KeyFile::CreateIfMissing)?;
+    let (links_tx, links_rx) = tokio::sync::watch::channel(signer);
+    let mut key_file = KeyFileState::InUse;
     let mut config = Arc::new(config);
     let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
     let outbox_nudge = Arc::new(tokio::sync::Notify::new());
     let mut fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
-    let health = Health::new(config.daemon.database.clone(), MAX_CYCLE_AGE);
+    crate::service::metrics_handle();
+    let mut health = Health::new(config.daemon.database.clone(), MAX_CYCLE_AGE);
+    health.links = Some(links_rx.clone());
     let (stop_service, service_stopped) = tokio::sync::watch::channel(false);
-    let service = match config.daemon.listen {
-        Some(addr) => {
-            crate::service::metrics_handle();
-            let web = crate::web::Web::new(store.clone(), config_rx, outbox_nudge.clone())
-                .context("loading the page templates")?;
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                format!("listening on {addr} for the web pages, /healthz and /metrics")
-            })?;
-            let mut stopped = service_stopped.clone();
-            let stop = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            Some(tokio::spawn(crate::service::serve(
+    let stop = || {
+        let mut stopped = service_stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut services = Vec::new();
+    if let Some(addr) = config.daemon.listen {
+        let web = crate::web::Web::new(store.clone(), config_rx, links_rx, outbox_nudge.clone())
+            .context("loading the page templates")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for the web pages"))?;
+        tracing::info!(addr = %addr, "serving the web pages");
+        services.push(tokio::spawn(crate::web::listener::serve(
+            listener,
+            crate::web::routes(Arc::new(web)),
+            crate::web::listener::Limits::public(),
+            trusted_proxies(&config),
+            stop(),
+        )));
+    }
+    if let Some(addr) = config.daemon.ops_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => services.push(tokio::spawn(crate::service::serve_ops(
                 listener,
                 health.clone(),
-                Some(Arc::new(web)),
-                stop,
-            )))
+                stop(),
+            ))),
+            // The default address may be taken by another vigia on this machine: that
+            // is worth a warning, not a refusal to run. A chosen one must work.
+            Err(e) if !config.daemon.ops_listen_chosen => tracing::warn!(
+                addr = %addr, error = %e,
+                "/healthz and /metrics are not served: the default ops_listen address is taken (set [daemon] ops_listen)"
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("listening on {addr} for /healthz and /metrics"))
+            }
         }
-        None => None,
-    };
+    }
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut tasks: JoinSet<(String, Result<PollOutcome, crate::store::StoreError>)> =
         JoinSet::new();
@@ -334,10 +363,23 @@ pub async fn run(
             }
         };
         if after_due {
-            match after_polls(&config, &store).await {
+            let signer = links_tx.borrow().clone();
+            match after_polls(&config, &store, signer.clone()).await {
                 Ok(_) => health.cycle_done(),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "stance tracking or delivery failed; retrying next cycle")
+                }
+            }
+            if let Some(signer) = signer {
+                let state = tokio::task::spawn_blocking(move || signer.key_file_state())
+                    .await
+                    .unwrap_or(KeyFileState::InUse);
+                if state != key_file {
+                    match state.problem() {
+                        Some(problem) => tracing::error!("{problem}"),
+                        None => tracing::info!("the web key file holds the key in use again"),
+                    }
+                    key_file = state;
                 }
             }
             news = false;
@@ -372,13 +414,19 @@ pub async fn run(
                     .await
                     .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload failed: {e}")));
                 match outcome {
-                    Ok((new_config, new_detector)) => {
+                    Ok((new_config, new_detector, new_signer)) => {
                         if new_config.daemon.fetch != config.daemon.fetch {
                             fetcher = Fetcher::new(&new_config.daemon.fetch).context("setting up HTTP")?;
                         }
-                        if new_config.daemon.listen != config.daemon.listen {
-                            tracing::warn!("a new listen address takes effect at the next restart");
+                        if new_config.daemon.listen != config.daemon.listen
+                            || new_config.daemon.ops_listen != config.daemon.ops_listen
+                        {
+                            tracing::warn!("a new listen or ops_listen address takes effect at the next restart");
                         }
+                        if trusted_proxies(&new_config) != trusted_proxies(&config) {
+                            tracing::warn!("the listener's per-client cap sees new trusted_proxies at the next restart (the form's limits see them now)");
+                        }
+                        let _ = links_tx.send(new_signer);
                         detector = new_detector;
                         config = Arc::new(new_config);
                         let _ = config_tx.send(config.clone());
@@ -417,8 +465,8 @@ pub async fn run(
         tasks.abort_all();
     }
     let _ = stop_service.send(true);
-    if let Some(service) = service {
-        let _ = tokio::time::timeout(Duration::from_secs(2), service).await;
+    for service in services {
+        let _ = tokio::time::timeout(Duration::from_secs(3), service).await;
     }
     let s = store.clone();
     tokio::task::spawn_blocking(move || projections::catch_up(&s)).await??;
@@ -426,17 +474,42 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads the config file again and applies it, keeping the database the daemon has
-/// open (a new database path takes a restart).
-fn reloaded(current: &Config, store: &EventStore) -> Result<(Config, Arc<Detector>)> {
+/// Reads the config file and the web key again and applies them, keeping the
+/// database the daemon has open (a new database path takes a restart). The key file
+/// must still exist: a lost one is never silently replaced by a new key, which would
+/// break every link sent so far. Only a key file the config names anew is created.
+fn reloaded(
+    current: &Config,
+    store: &EventStore,
+) -> Result<(Config, Arc<Detector>, Option<LinkSigner>)> {
     let mut new = Config::load(&current.path)?;
     if new.daemon.database != current.daemon.database {
         tracing::warn!("a new database path takes effect at the next restart");
         new.daemon.database = current.daemon.database.clone();
     }
+    let same_key_source = match (&current.web, &new.web) {
+        (Some(a), Some(b)) => format!("{:?}", a.secret) == format!("{:?}", b.secret),
+        _ => false,
+    };
+    let missing = if same_key_source {
+        KeyFile::MustExist
+    } else {
+        KeyFile::CreateIfMissing
+    };
+    let signer = LinkSigner::from_config(&new, missing)?;
     let detector = Arc::new(detector_for(&new, store)?);
     apply(&new, store, &detector)?;
-    Ok((new, detector))
+    Ok((new, detector, signer))
+}
+
+fn trusted_proxies(config: &Config) -> crate::web::client::TrustedProxies {
+    crate::web::client::TrustedProxies::new(
+        config
+            .web
+            .as_ref()
+            .map(|w| w.trusted_proxies.clone())
+            .unwrap_or_default(),
+    )
 }
 
 /// The config's detector: its rules, and each topic's learned reader (the model file

@@ -275,7 +275,9 @@ pub struct Subscription {
     /// "on-change" or a cron schedule.
     pub digest: String,
     pub via: SubscriptionChannel,
-    /// The id of the signed link that confirmed it, so the link works once.
+    /// The id of a signed link (never the token itself): in a SubscriberConfirmed,
+    /// the link that confirmed it, so the link works once; in a SubscriberRequested,
+    /// the link mailed to confirm this request and no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
@@ -305,6 +307,33 @@ pub struct DigestQueued {
     pub changes: Vec<u64>,
     /// Why it was sent: "on-change", "periodic", "confirmation".
     pub reason: String,
+    /// The signed links the message carries, as placeholders in `text`, `html` and
+    /// `headers`: signed when the message is sent, so the log holds no usable token.
+    /// Schema 1 messages have none (their links were rendered in; see `upcast_step`).
+    #[serde(default)]
+    pub links: Vec<LinkSlot>,
+}
+
+/// What a signed link in a queued message allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkPurpose {
+    Confirm,
+    Unsubscribe,
+}
+
+/// A signed link that a queued message carries, recorded without its signature: the
+/// token is made from these fields and the key when the message is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSlot {
+    /// The token's id (for a confirmation, also the request's `token`).
+    pub id: String,
+    pub purpose: LinkPurpose,
+    /// The lower-cased address it is bound to.
+    pub subject: String,
+    /// Unix seconds.
+    pub issued: i64,
+    pub expires: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -397,7 +426,7 @@ events! {
     SubscriberRequested => Subscription @ 1,
     SubscriberConfirmed => Subscription @ 1,
     SubscriberUnsubscribed => SubscriberUnsubscribed @ 1,
-    DigestQueued => DigestQueued @ 1,
+    DigestQueued => DigestQueued @ 2,
     DigestSent => DigestSent @ 1,
     DigestFailed => DigestFailed @ 1,
 }
@@ -425,9 +454,9 @@ pub enum DecodeError {
 /// Brings a payload written under an older schema version up to the current one.
 ///
 /// Each step rewrites version N into N+1, so a payload from any release reads the same.
-/// Every kind is still at version 1: when a payload changes incompatibly, bump its
-/// version in `events!` and add the N → N+1 step here (additive fields need no step,
-/// they are `#[serde(default)]`).
+/// When a payload changes, bump its version in `events!` and add the N → N+1 step
+/// here (a purely additive field could rely on `#[serde(default)]`, but a step says
+/// what the older payloads mean).
 fn upcast(kind: &str, mut version: u32, mut payload: Value) -> Result<Value, DecodeError> {
     while let Some(next) = upcast_step(kind, version, payload.clone()) {
         payload = next;
@@ -436,8 +465,19 @@ fn upcast(kind: &str, mut version: u32, mut payload: Value) -> Result<Value, Dec
     Ok(payload)
 }
 
-fn upcast_step(_kind: &str, _version: u32, _payload: Value) -> Option<Value> {
-    None
+fn upcast_step(kind: &str, version: u32, mut payload: Value) -> Option<Value> {
+    match (kind, version) {
+        // DigestQueued 1 → 2: schema 1 rendered its confirm and unsubscribe links,
+        // tokens included, into the message; it carries no slots to sign. Such events
+        // stay in old logs (the log is append-only) and are sent as they were.
+        ("DigestQueued", 1) => {
+            if let Value::Object(map) = &mut payload {
+                map.entry("links").or_insert(Value::Array(Vec::new()));
+            }
+            Some(payload)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -474,6 +514,16 @@ mod tests {
             matches!(err, DecodeError::TooNew { found: 99, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_schema_1_digest_reads_as_one_with_no_link_slots() {
+        let v1 = r#"{"digest_id":"d","to":"a@example.org","subject":"s","message_id":"<m@x>","text":"t","html":"h","reason":"on-change"}"#;
+        let Event::DigestQueued(q) = Event::decode("DigestQueued", 1, v1).unwrap() else {
+            panic!("not a DigestQueued")
+        };
+        assert!(q.links.is_empty());
+        assert_eq!(q.text, "t");
     }
 
     #[test]

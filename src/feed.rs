@@ -384,16 +384,38 @@ fn strip_tags(raw: &str) -> String {
     out
 }
 
+/// Characters that change how text around them is shown without being seen: bidi
+/// overrides and isolates (which can make a headline read backwards, or a link
+/// look like another) and zero-width characters (which can hide words from
+/// matching). None belongs in a headline, so none is recorded.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{FEFF}'
+    )
+}
+
 fn collapse_whitespace(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for word in s.split(|c: char| c.is_whitespace() || c.is_control()) {
         if word.is_empty() {
             continue;
         }
-        if !out.is_empty() {
+        let start = out.len();
+        if start > 0 {
             out.push(' ');
         }
-        out.push_str(word);
+        out.extend(word.chars().filter(|c| !is_invisible_format(*c)));
+        // A word made only of invisible characters leaves no trace.
+        if out.len() == start + usize::from(start > 0) {
+            out.truncate(start);
+        }
     }
     out
 }
@@ -466,6 +488,18 @@ mod tests {
         assert_eq!(canonical_url(&u), "https://example.org/a/b?id=7");
         let u = Url::parse("https://example.org/a?utm_medium=rss").unwrap();
         assert_eq!(canonical_url(&u), "https://example.org/a");
+    }
+
+    #[test]
+    fn bidi_controls_and_zero_width_characters_are_not_recorded() {
+        assert_eq!(
+            text_of("M\u{e9}xico \u{202E}rechaza\u{202C} la sobera\u{200B}n\u{ed}a \u{2066}x\u{2069} \u{200D}"),
+            "M\u{e9}xico rechaza la soberan\u{ed}a x"
+        );
+        assert_eq!(
+            text_of("<b>Trump</b>\u{200F} amenaza &amp; \u{FEFF}M\u{e9}xico"),
+            "Trump amenaza & M\u{e9}xico"
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! The daemon's HTTP listener: `/healthz` and Prometheus `/metrics` for operators,
-//! beside the public pages of `crate::web`.
+//! The operators' endpoints: `/healthz` and Prometheus `/metrics`, on their own
+//! listener (`[daemon] ops_listen`, loopback by default), apart from the public pages
+//! of `crate::web`.
 //!
 //! Metrics are recorded with the `metrics` crate's macros where things happen (polls,
 //! articles, detection, stance changes, digests) and rendered by its Prometheus
-//! exporter. Health says whether the last cycle is recent and the database answers;
-//! it opens the database afresh for that, as any other process would.
+//! exporter; none of them tells one subscription request from another. Health says
+//! whether the last cycle is recent, the database answers and the web key file still
+//! holds the key in use; it opens the database afresh for that, as any other process
+//! would, and names no path and no error (the daemon's log has them).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,9 +65,13 @@ fn describe() {
     );
     describe_counter!(
         "vigia_subscription_requests_total",
-        "Subscribe form posts past the cross-site checks, by outcome (mail_queued, too_soon_for_address, hourly_cap, client_rate)"
+        "Subscribe form posts, by outcome: accepted (the same for an address mailed now or within the hour), hourly_cap, client_rate"
     );
     describe_gauge!("vigia_outbox_depth", "Messages waiting in the outbox");
+    describe_counter!(
+        "vigia_connections_refused_total",
+        "Connections closed at once because their client held its share"
+    );
     describe_gauge!(
         "vigia_last_cycle_timestamp_seconds",
         "When the last cycle of tracking and delivery finished"
@@ -88,6 +95,8 @@ pub struct Health {
     pub started: i64,
     /// A cycle older than this makes the daemon unhealthy.
     pub max_cycle_age: Duration,
+    /// The link signer in use, to tell whether its key file still holds its key.
+    pub links: Option<tokio::sync::watch::Receiver<Option<crate::web::tokens::LinkSigner>>>,
 }
 
 impl Health {
@@ -97,7 +106,14 @@ impl Health {
             last_cycle: Arc::new(AtomicI64::new(0)),
             started: chrono::Utc::now().timestamp(),
             max_cycle_age,
+            links: None,
         }
+    }
+
+    /// What is wrong with the web key file, if anything.
+    pub fn key_problem(&self) -> Option<String> {
+        let signer = self.links.as_ref()?.borrow().clone()?;
+        signer.key_file_state().problem()
     }
 
     pub fn cycle_done(&self) {
@@ -129,16 +145,28 @@ async fn healthz(State(health): State<Health>) -> impl IntoResponse {
     };
     let fresh = age <= health.max_cycle_age.as_secs() as i64;
     let h = health.clone();
-    let db = tokio::task::spawn_blocking(move || h.database_answers())
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let (db, key_problem) =
+        tokio::task::spawn_blocking(move || (h.database_answers(), h.key_problem()))
+            .await
+            .unwrap_or_else(|e| (Err(e.to_string()), None));
+    if let Err(e) = &db {
+        tracing::error!(error = %e, "health check: the database does not answer");
+    }
     let ok = fresh && db.is_ok();
+    // A missing or replaced key file degrades the daemon but does not fail it: the key
+    // in memory still works, and a restart (what a failing health check brings) would
+    // be what breaks the links.
+    let status = match (ok, &key_problem) {
+        (false, _) => "unhealthy",
+        (true, Some(_)) => "degraded",
+        (true, None) => "ok",
+    };
     let body = serde_json::json!({
-        "status": if ok { "ok" } else { "unhealthy" },
+        "status": status,
         "last_cycle_age_s": if last > 0 { Some(age) } else { None },
         "cycle_fresh": fresh,
-        "database": match &db { Ok(_) => "ok".to_string(), Err(e) => e.clone() },
-        "events": db.ok(),
+        "database": if db.is_ok() { "ok" } else { "unavailable" },
+        "signing_key": if key_problem.is_some() { "file missing or changed; see the log" } else { "ok" },
     });
     let status = if ok {
         StatusCode::OK
@@ -167,212 +195,47 @@ async fn prometheus(State(handle): State<Option<PrometheusHandle>>) -> impl Into
     }
 }
 
-/// Connections served at once; more wait in the kernel's backlog. Bounds the file
-/// descriptors the web face can take from polling.
-pub const MAX_CONNECTIONS: usize = 256;
-/// The longest a connection may stay open: pages are small, so this only ever cuts
-/// off clients that trickle or idle (slowloris), which would otherwise hold a slot.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-
-/// The peer's address, as handlers see it (`ConnectInfo<ClientAddr>`).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
-/// A TCP listener that serves at most `max` connections at once, each for at most
-/// `lifetime`.
-pub struct BoundedListener {
-    inner: tokio::net::TcpListener,
-    slots: Arc<tokio::sync::Semaphore>,
-    lifetime: Duration,
-}
-
-impl BoundedListener {
-    pub fn new(inner: tokio::net::TcpListener, max: usize, lifetime: Duration) -> BoundedListener {
-        BoundedListener {
-            inner,
-            slots: Arc::new(tokio::sync::Semaphore::new(max)),
-            lifetime,
-        }
-    }
-}
-
-impl axum::serve::Listener for BoundedListener {
-    type Io = BoundedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (BoundedStream, SocketAddr) {
-        // The semaphore is never closed, so acquiring only waits.
-        let slot = loop {
-            if let Ok(slot) = self.slots.clone().acquire_owned().await {
-                break slot;
-            }
-        };
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let stream = BoundedStream {
-            io,
-            deadline: Box::pin(tokio::time::sleep(self.lifetime)),
-            _slot: slot,
-        };
-        (stream, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BoundedListener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> ClientAddr {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-/// A connection that errors out once its lifetime is over (an idle one included: the
-/// deadline wakes the pending read) and frees its slot when dropped.
-pub struct BoundedStream {
-    io: tokio::net::TcpStream,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl BoundedStream {
-    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        std::future::Future::poll(self.deadline.as_mut(), cx).is_ready()
-    }
-}
-
-fn lifetime_over() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "the connection's lifetime is over",
-    )
-}
-
-impl tokio::io::AsyncRead for BoundedStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self.expired(cx) {
-            return std::task::Poll::Ready(Err(lifetime_over()));
-        }
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for BoundedStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.expired(cx) {
-            return std::task::Poll::Ready(Err(lifetime_over()));
-        }
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// Serves /healthz, /metrics and the web pages on a bound listener until `shutdown`
-/// completes.
-pub async fn serve(
+/// Serves `/healthz` and `/metrics` on the operators' own listener until `shutdown`
+/// completes. The public pages have their own listener (`crate::web::listener`), so
+/// no amount of page traffic takes these endpoints' connections.
+pub async fn serve_ops(
     listener: tokio::net::TcpListener,
     health: Health,
-    web: Option<Arc<crate::web::Web>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = metrics_handle();
-    let mut app = Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz).with_state(health))
         .route("/metrics", get(prometheus).with_state(handle));
-    if let Some(web) = web {
-        app = app.merge(crate::web::routes(web));
-    }
+    let app = crate::web::with_security_headers(app);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "serving /healthz, /metrics and the web pages");
-    let listener = BoundedListener::new(listener, MAX_CONNECTIONS, CONNECTION_LIFETIME);
-    axum::serve(
+    tracing::info!(addr = ?addr, "serving /healthz and /metrics");
+    crate::web::listener::serve(
         listener,
-        app.into_make_service_with_connect_info::<ClientAddr>(),
+        app,
+        crate::web::listener::Limits::operators(),
+        crate::web::client::TrustedProxies::none(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    async fn serve_bounded(max: usize, lifetime: Duration) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new().route("/", get(|| async { "ok" }));
-        let bounded = BoundedListener::new(listener, max, lifetime);
-        tokio::spawn(async move {
-            axum::serve(
-                bounded,
-                app.into_make_service_with_connect_info::<ClientAddr>(),
-            )
-            .await
-        });
-        addr
-    }
-
-    async fn ask(addr: SocketAddr) -> String {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out).await;
-        out
-    }
 
     #[tokio::test]
-    async fn an_idle_connection_is_closed_when_its_lifetime_is_over() {
-        let addr = serve_bounded(4, Duration::from_millis(300)).await;
-        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut buf = [0u8; 16];
-        let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
-        assert!(
-            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-            "closed by the server: {read:?}"
-        );
-        assert!(ask(addr).await.ends_with("ok"), "and others are served");
-    }
-
-    #[tokio::test]
-    async fn connections_beyond_the_cap_wait_for_a_free_slot() {
-        let addr = serve_bounded(1, Duration::from_secs(30)).await;
-        let hog = tokio::net::TcpStream::connect(addr).await.unwrap();
-        // Let the server take the hog's connection (and its only slot).
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let waiting = tokio::spawn(ask(addr));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiting.is_finished(), "no slot while the hog holds it");
-        drop(hog);
-        let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+    async fn health_names_no_path_and_no_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = Health::new(dir.path().join("missing/vigia.db"), Duration::from_secs(60));
+        let response = healthz(State(health)).await.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
             .await
-            .expect("served once the slot is free")
             .unwrap();
-        assert!(answer.ends_with("ok"), "{answer}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("vigia.db"), "{text}");
+        assert!(!text.contains("events"), "{text}");
+        assert!(text.contains("\"database\":\"unavailable\""), "{text}");
     }
 }

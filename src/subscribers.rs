@@ -5,7 +5,9 @@
 //!
 //! Someone who unsubscribed by link is not put back by a config that still names them
 //! (their choice wins; the log says so). Every link works once: the event it causes
-//! records the token's id. Nothing here knows HTTP; `crate::web` turns outcomes into pages.
+//! records the token's id. A confirmation link confirms the request it was sent for
+//! (the request records the link's id), never a later one. Nothing here knows HTTP;
+//! `crate::web` turns outcomes into pages.
 
 use chrono::{DateTime, Utc};
 
@@ -169,11 +171,12 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 pub fn request(
     store: &EventStore,
     config: &Config,
+    signer: Option<&LinkSigner>,
     templates: &Templates,
     req: &Request,
     now: DateTime<Utc>,
 ) -> Result<RequestOutcome, SubscribeError> {
-    let signer = LinkSigner::from_config(config)?.ok_or(SubscribeError::NoWeb)?;
+    let signer = signer.ok_or(SubscribeError::NoWeb)?;
     projections::catch_up(store)?;
     let hour_ago = rfc3339(now - chrono::Duration::seconds(CONFIRMATION_GAP_S));
     let (to_address, overall) = store.read(|c| {
@@ -194,9 +197,12 @@ pub fn request(
     } else {
         format!("digest on \"{}\"", req.digest)
     };
+    let (link, slot) = signer.confirm_slot(&req.email, now.timestamp())?;
+    let link_id = slot.id.clone();
     let draft = ConfirmationDraft {
         recipient: req.email.clone(),
-        link: signer.confirm_url(&req.email, now.timestamp())?,
+        link,
+        slot,
         topics: crate::digest::topic_names(config, &req.topics),
         mode,
         expires_hours: CONFIRM_TTL_S / 3600,
@@ -210,7 +216,7 @@ pub fn request(
             topics: req.topics.clone(),
             digest: req.digest.clone(),
             via: SubscriptionChannel::Web,
-            token: None,
+            token: Some(link_id),
         }),
     );
     store.append(vec![requested, mail])?;
@@ -274,34 +280,33 @@ fn follow(
     Ok((token, row))
 }
 
-/// Checks a confirmation link without using it: the address it would confirm.
-pub fn check_confirm(
+/// The request a confirmation link was sent for: the one that recorded the link's id.
+/// A link from before requests recorded it (no request names any id) confirms the
+/// latest request, as links did then.
+fn requested_by(
     store: &EventStore,
-    signer: &LinkSigner,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<String, LinkError> {
-    let (_, row) = follow(store, signer, token, Purpose::Confirm, now)?;
-    match row {
-        Some(r) if r.status == "pending" || r.pending.is_some() => Ok(r.address),
-        _ => Err(LinkRefused::Stale.into()),
-    }
-}
-
-/// Follows a confirmation link: the waiting request becomes the subscription.
-pub fn confirm(
-    store: &EventStore,
-    signer: &LinkSigner,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<Subscription, LinkError> {
-    let (token, row) = follow(store, signer, token, Purpose::Confirm, now)?;
+    token: &crate::web::tokens::Token,
+    row: Option<SubscriberRow>,
+) -> Result<(SubscriberRow, Subscription), LinkError> {
     let Some(row) = row else {
         return Err(LinkRefused::Stale.into());
     };
-    let wanted = match (&row.pending, row.status.as_str()) {
-        (Some(p), _) => p.clone(),
-        (None, "pending") => Subscription {
+    let mut requests = Vec::new();
+    for stored in store.read_stream(&subscriber_stream(&row.email))? {
+        if let Event::SubscriberRequested(r) = stored.decode()? {
+            requests.push(r);
+        }
+    }
+    if let Some(own) = requests
+        .iter()
+        .find(|r| r.token.as_deref() == Some(token.id.as_str()))
+    {
+        return Ok((row, own.clone()));
+    }
+    let legacy = requests.last().is_some_and(|r| r.token.is_none());
+    let waiting = match (&row.pending, row.status.as_str()) {
+        (Some(p), _) if legacy => p.clone(),
+        (None, "pending") if legacy => Subscription {
             email: row.address.clone(),
             name: row.name.clone(),
             topics: row.topics.clone(),
@@ -311,7 +316,32 @@ pub fn confirm(
         },
         _ => return Err(LinkRefused::Stale.into()),
     };
+    Ok((row, waiting))
+}
+
+/// Checks a confirmation link without using it: the address it would confirm.
+pub fn check_confirm(
+    store: &EventStore,
+    signer: &LinkSigner,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<String, LinkError> {
+    let (token, row) = follow(store, signer, token, Purpose::Confirm, now)?;
+    let (row, _) = requested_by(store, &token, row)?;
+    Ok(row.address)
+}
+
+/// Follows a confirmation link: the request it was sent for becomes the subscription.
+pub fn confirm(
+    store: &EventStore,
+    signer: &LinkSigner,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Subscription, LinkError> {
+    let (token, row) = follow(store, signer, token, Purpose::Confirm, now)?;
+    let (row, wanted) = requested_by(store, &token, row)?;
     let confirmed = Subscription {
+        email: row.address.clone(),
         via: SubscriptionChannel::Link,
         token: Some(token.id.clone()),
         ..wanted
@@ -415,7 +445,22 @@ mod tests {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             digest: "on-change".into(),
         };
-        request(store, config, &templates, &req, now).unwrap()
+        let signer =
+            LinkSigner::from_config(config, crate::web::tokens::KeyFile::MustExist).unwrap();
+        request(store, config, signer.as_ref(), &templates, &req, now).unwrap()
+    }
+
+    /// The confirmation link of the last mail queued, signed as sending signs it.
+    fn mailed_link(store: &EventStore, signer: &LinkSigner) -> String {
+        let stored = store.last_of_kind("DigestQueued").unwrap().unwrap();
+        let Event::DigestQueued(q) = stored.decode().unwrap() else {
+            unreachable!()
+        };
+        assert!(
+            !q.text.contains("token=ey") && q.text.contains("vigia-link-"),
+            "the log holds a placeholder, not a token"
+        );
+        signer.key().sign_slot(&q.links[0])
     }
 
     #[test]
@@ -424,10 +469,7 @@ mod tests {
         let t0 = Utc::now();
         assert_eq!(ask(&store, &config, &["a"], t0), RequestOutcome::MailQueued);
         assert_eq!(row(&store, "ana@example.org").status, "pending");
-        let confirm_link = signer
-            .key()
-            .sign(Purpose::Confirm, "ana@example.org", t0.timestamp(), 3600)
-            .unwrap();
+        let confirm_link = mailed_link(&store, &signer);
         confirm(&store, &signer, &confirm_link, t0).unwrap();
         assert_eq!(row(&store, "ana@example.org").topics, vec!["a"]);
 
@@ -447,15 +489,47 @@ mod tests {
             ("confirmed", vec!["a".to_string()])
         );
         assert_eq!(r.pending.map(|p| p.topics), Some(vec!["b".to_string()]));
-        let second = signer
-            .key()
-            .sign(Purpose::Confirm, "ana@example.org", later.timestamp(), 3600)
-            .unwrap();
+        let second = mailed_link(&store, &signer);
         confirm(&store, &signer, &second, later).unwrap();
         assert_eq!(row(&store, "ana@example.org").topics, vec!["b"]);
         assert!(matches!(
             confirm(&store, &signer, &second, later),
             Err(LinkError::Refused(LinkRefused::Used))
+        ));
+    }
+
+    #[test]
+    fn two_requests_for_one_address_each_link_confirms_its_own_request() {
+        let (_dir, store, config, signer) = setup();
+        let t0 = Utc::now();
+        assert_eq!(ask(&store, &config, &["a"], t0), RequestOutcome::MailQueued);
+        let first = mailed_link(&store, &signer);
+        let later = t0 + chrono::Duration::minutes(61);
+        assert_eq!(
+            ask(&store, &config, &["b"], later),
+            RequestOutcome::MailQueued
+        );
+        let second = mailed_link(&store, &signer);
+        assert_ne!(first, second);
+        // The earlier link, followed after the later request, confirms topic a.
+        assert_eq!(
+            confirm(&store, &signer, &first, later).unwrap().topics,
+            vec!["a"]
+        );
+        assert_eq!(row(&store, "ana@example.org").topics, vec!["a"]);
+        assert_eq!(
+            confirm(&store, &signer, &second, later).unwrap().topics,
+            vec!["b"]
+        );
+        assert_eq!(row(&store, "ana@example.org").topics, vec!["b"]);
+        // A correctly signed link that no request was sent with confirms nothing.
+        let stray = signer
+            .key()
+            .sign(Purpose::Confirm, "ana@example.org", later.timestamp(), 3600)
+            .unwrap();
+        assert!(matches!(
+            confirm(&store, &signer, &stray, later),
+            Err(LinkError::Refused(LinkRefused::Stale))
         ));
     }
 

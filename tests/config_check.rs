@@ -146,7 +146,8 @@ fn check_refuses_a_web_section_without_a_usable_key() {
     for (web, says) in [
         ("[web]\npublic_url = \"https://v.example.org\"\n", "needs secret_env or secret_file"),
         ("[web]\npublic_url = \"ftp://v.example.org\"\nsecret_file = \"k\"\n", "http(s) URL"),
-        ("[web]\npublic_url = \"https://v.example.org\"\nsecret_env = \"VIGIA_TEST_SHORT_SECRET\"\n", "use at least 16"),
+        ("[web]\npublic_url = \"https://v.example.org\"\nsecret_env = \"VIGIA_TEST_SHORT_SECRET\"\n", "at least 16"),
+        ("[web]\npublic_url = \"https://v.example.org\"\nsecret_env = \"VIGIA_TEST_WEAK_SECRET\"\n", "too predictable"),
         ("[web]\npublic_url = \"https://v.example.org\"\nsecret_env = \"VIGIA_TEST_SURELY_UNSET_SECRET\"\n", "is not set"),
     ] {
         dir.write("web.toml", &format!("{base}{web}"));
@@ -154,6 +155,7 @@ fn check_refuses_a_web_section_without_a_usable_key() {
             .args(["--config", "web.toml", "check"])
             .current_dir(dir.path())
             .env("VIGIA_TEST_SHORT_SECRET", "short")
+            .env("VIGIA_TEST_WEAK_SECRET", "aaaaaaaaaaaaaaaaaaaaaaaa")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -171,4 +173,20 @@ fn check_refuses_a_web_section_without_a_usable_key() {
         !dir.join("keys/web.secret").exists(),
         "check creates nothing"
     );
+    // A key file holding a predictable key is refused, as the daemon would refuse it.
+    dir.write("weak.secret", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n");
+    dir.write(
+        "web.toml",
+        &format!(
+            "{base}[web]\npublic_url = \"https://v.example.org\"\nsecret_file = \"weak.secret\"\n"
+        ),
+    );
+    let out = std::process::Command::new(crate::util::VIGIA)
+        .args(["--config", "web.toml", "check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("too predictable"), "{stderr}");
 }

@@ -164,6 +164,7 @@ fn digest(id: &str, what: u8, attempt: u32) -> Event {
             headers: vec![],
             changes: vec![1, 2],
             reason: "on-change".into(),
+            links: vec![],
         }),
         1 => Event::DigestSent(DigestSent {
             digest_id: id.into(),

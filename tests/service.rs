@@ -42,7 +42,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 fn write_config(dir: &Dir, port: u16, feeds: &[(&str, String)], schedule: &str) {
     let mut text = format!(
-        "[daemon]\ndatabase = \"vigia.db\"\nschedule = \"{schedule}\"\nlisten = \"127.0.0.1:{port}\"\n\n[mail]\ntransport = \"file\"\ndir = \"outbox\"\n\n"
+        "[daemon]\ndatabase = \"vigia.db\"\nschedule = \"{schedule}\"\nops_listen = \"127.0.0.1:{port}\"\n\n[mail]\ntransport = \"file\"\ndir = \"outbox\"\n\n"
     );
     for (id, url) in feeds {
         text.push_str(&format!("[[feed]]\nid = \"{id}\"\nurl = \"{url}\"\n\n"));

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod attacks;
 #[cfg(feature = "browser")]
 mod browser;
 mod config_check;

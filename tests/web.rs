@@ -58,7 +58,11 @@ pub(crate) const AGAIN_E: Item<'static> = Item {
     hours_ago: 0,
 };
 
-fn wait_for<T>(what: &str, timeout: Duration, mut found: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut found: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(t) = found() {
@@ -75,6 +79,8 @@ pub(crate) struct Site {
     server: FeedServer,
     pub smtp: SmtpSink,
     pub port: u16,
+    /// The operators' listener (/healthz, /metrics).
+    pub ops_port: u16,
     published: RefCell<Vec<(&'static str, &'static Item<'static>)>>,
     daemon: Option<Child>,
 }
@@ -82,16 +88,26 @@ pub(crate) struct Site {
 const FEEDS: &[&str] = &["a", "b", "c", "d", "e"];
 
 impl Site {
+    /// A site whose web section trusts the X-Forwarded-For of a proxy on 127.0.0.1.
     pub(crate) fn start(config_subscribers: &[&str], self_service: bool) -> Site {
+        Site::start_with(config_subscribers, self_service, &["127.0.0.1/32"])
+    }
+
+    pub(crate) fn start_with(
+        config_subscribers: &[&str],
+        self_service: bool,
+        trusted_proxies: &[&str],
+    ) -> Site {
         let site = Site {
             dir: Dir::new(),
             server: FeedServer::start(),
             smtp: SmtpSink::start(),
             port: free_port(),
+            ops_port: free_port(),
             published: RefCell::new(Vec::new()),
             daemon: None,
         };
-        site.write_config(config_subscribers, self_service);
+        site.write_config(config_subscribers, self_service, trusted_proxies);
         site.publish(&[]);
         site.dir.write("web.secret", SECRET);
         let mut site = site;
@@ -110,13 +126,14 @@ impl Site {
         site
     }
 
-    fn write_config(&self, subscribers: &[&str], self_service: bool) {
+    fn write_config(&self, subscribers: &[&str], self_service: bool, trusted: &[&str]) {
         let mut text = format!(
-            "[daemon]\ndatabase = \"vigia.db\"\nschedule = \"* * * * * *\"\nlisten = \"127.0.0.1:{port}\"\n\n\
+            "[daemon]\ndatabase = \"vigia.db\"\nschedule = \"* * * * * *\"\nlisten = \"127.0.0.1:{port}\"\nops_listen = \"127.0.0.1:{ops}\"\n\n\
              [mail]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"vigia <vigia@example.org>\"\nretry_base_s = 1\n\n\
-             [web]\npublic_url = \"http://127.0.0.1:{port}\"\nsecret_file = \"web.secret\"\nself_service = {self_service}\n\n",
+             [web]\npublic_url = \"http://127.0.0.1:{port}\"\nsecret_file = \"web.secret\"\nself_service = {self_service}\ntrusted_proxies = {trusted:?}\n\n",
             self.smtp.port(),
-            port = self.port
+            port = self.port,
+            ops = self.ops_port
         );
         for f in FEEDS {
             text.push_str(&format!(
@@ -148,6 +165,13 @@ impl Site {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.daemon
+            .as_ref()
+            .map(|d| d.id())
+            .expect("the daemon runs")
+    }
+
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
@@ -175,7 +199,7 @@ impl Site {
     }
 
     /// Opens the form: (cookie "name=value", form token).
-    fn form(&self) -> (String, String) {
+    pub(crate) fn form(&self) -> (String, String) {
         let page = get(self.port, "/subscribe");
         assert_eq!(page.status, 200, "{}", page.body);
         let cookie = page.cookie("vigia_form").expect("the form sets its cookie");
@@ -185,7 +209,7 @@ impl Site {
         (cookie, token)
     }
 
-    fn subscribe(&self, email: &str) -> Reply {
+    pub(crate) fn subscribe(&self, email: &str) -> Reply {
         let (cookie, token) = self.form();
         post_form(
             self.port,
@@ -228,7 +252,7 @@ impl Drop for Site {
 }
 
 /// The link in a mail's text part that starts with `prefix`.
-fn link_in(mail: &Received, prefix: &str) -> String {
+pub(crate) fn link_in(mail: &Received, prefix: &str) -> String {
     let text = text_part(&mail.raw);
     let start = text
         .find(prefix)
@@ -242,13 +266,13 @@ fn path_of(url: &str) -> String {
     rest[rest.find('/').unwrap_or(rest.len())..].to_string()
 }
 
-fn token_of(url: &str) -> String {
+pub(crate) fn token_of(url: &str) -> String {
     url.split_once("token=")
         .map(|(_, t)| t.to_string())
         .unwrap()
 }
 
-fn is_digest(m: &Received) -> bool {
+pub(crate) fn is_digest(m: &Received) -> bool {
     m.message_id().starts_with("<digest-")
 }
 
@@ -586,9 +610,11 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
     assert_eq!(left[1]["payload"]["via"], "one-click");
     // Eight clicks of one confirmation link at once: exactly one confirms.
     assert_eq!(site.subscribe("race@example.org").status, 200);
-    let race = key
-        .sign(Purpose::Confirm, "race@example.org", now, 3600)
-        .unwrap();
+    let mailed = site.mail_for("race@example.org", 1);
+    let race = token_of(&link_in(
+        &mailed[0],
+        &format!("http://127.0.0.1:{}/subscribe/confirm?token=", site.port),
+    ));
     let port = site.port;
     let clicks: Vec<_> = (0..8)
         .map(|_| {
@@ -615,16 +641,27 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
     let site = Site::start(&["known@example.org"], true);
     let origin = format!("http://127.0.0.1:{}", site.port);
     let (cookie, token) = site.form();
-    let fields = |email: &'static str| {
+    // Each check below comes from its own client (the site trusts its loopback proxy's
+    // X-Forwarded-For), so that the per-client rate, which counts every post, stays
+    // out of the way until it is the point.
+    let next_client = std::cell::Cell::new(0u8);
+    let client = || {
+        next_client.set(next_client.get() + 1);
+        format!("192.0.2.{}", next_client.get())
+    };
+    let fields = |token: &str, email: &str| {
         vec![
-            ("form_token", token.clone()),
+            ("form_token", token.to_string()),
             ("email", email.to_string()),
             ("topic", TOPIC.to_string()),
         ]
     };
     let post = |headers: &[(&str, &str)], fields: Vec<(&str, String)>| {
         let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        post_form(site.port, "/subscribe", headers, &f)
+        let from = client();
+        let mut h = headers.to_vec();
+        h.push(("X-Forwarded-For", from.as_str()));
+        post_form(site.port, "/subscribe", &h, &f)
     };
     // Cross-site: another Origin, a browser's own cross-site mark, no cookie, a
     // token made for another cookie.
@@ -649,16 +686,16 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
             vec![("Cookie", "vigia_form=0123"), ("Origin", origin.as_str())],
         ),
     ] {
-        let reply = post(&headers, fields("x@example.org"));
+        let reply = post(&headers, fields(&token, "x@example.org"));
         assert_eq!(reply.status, 403, "{what}: {}", reply.body);
         assert!(reply.body.contains("Form refused"), "{what}");
     }
     let ok_headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
-    // Bad input: a clear page, nothing recorded.
-    let bad_address = post(&ok_headers, fields("not-an-address"));
+    // Bad input: a clear page, nothing recorded, and the form can be sent again.
+    let bad_address = post(&ok_headers, fields(&token, "not-an-address"));
     assert_eq!(bad_address.status, 400);
     assert!(bad_address.body.contains("Not an email address"));
-    let mut unknown = fields("x@example.org");
+    let mut unknown = fields(&token, "x@example.org");
     unknown[2].1 = "no-such-topic".into();
     let unknown_topic = post(&ok_headers, unknown);
     assert_eq!(unknown_topic.status, 400);
@@ -668,7 +705,10 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
         site.port,
         "POST",
         "/subscribe",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Forwarded-For", &client()),
+        ],
         format!("email={huge}").as_bytes(),
     );
     assert_eq!(too_big.status, 413, "{}", too_big.body);
@@ -676,7 +716,11 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
         site.port,
         "POST",
         "/subscribe",
-        &[("Content-Type", "application/json"), ("Cookie", &cookie)],
+        &[
+            ("Content-Type", "application/json"),
+            ("Cookie", &cookie),
+            ("X-Forwarded-For", &client()),
+        ],
         b"{\"email\":1}",
     );
     assert!(matches!(json.status, 403 | 415), "{}", json.status);
@@ -695,12 +739,14 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
 
     // Known (confirmed by the config) and unknown addresses get the same answer.
     let timed = |email: &'static str| {
+        let (cookie, token) = site.form();
+        let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
         let started = Instant::now();
-        let reply = post(&ok_headers, fields(email));
-        (reply, started.elapsed())
+        let reply = post(&headers, fields(&token, email));
+        (reply, started.elapsed(), cookie, token)
     };
-    let (known, known_took) = timed("known@example.org");
-    let (unknown, unknown_took) = timed("stranger@example.org");
+    let (known, known_took, used_cookie, used_token) = timed("known@example.org");
+    let (unknown, unknown_took, _, _) = timed("stranger@example.org");
     // Neither answer comes sooner than the floor, whatever work was done behind it.
     assert!(known_took >= Duration::from_millis(250), "{known_took:?}");
     assert!(
@@ -712,6 +758,15 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
         (known.status, known.body_without_footer()),
         (unknown.status, unknown.body_without_footer())
     );
+    // A form token works once: sent again, it is refused.
+    let again = post(
+        &[
+            ("Cookie", used_cookie.as_str()),
+            ("Origin", origin.as_str()),
+        ],
+        fields(&used_token, "third@example.org"),
+    );
+    assert_eq!(again.status, 403, "{}", again.body);
     // A confirmed subscriber's request does not change what they receive until confirmed.
     let listed = crate::util::vigia_ok(
         &["--config", "vigia.toml", "subscribers", "list"],
@@ -722,10 +777,22 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
         .find(|l| l.starts_with("known@example.org"))
         .unwrap();
     assert!(known_line.contains("confirmed"), "{listed}");
-    // Per-client rate: five requests in ten minutes, then 429 (two bad ones counted too).
-    let third = post(&ok_headers, fields("third@example.org"));
-    assert_eq!(third.status, 200);
-    let limited = post(&ok_headers, fields("fourth@example.org"));
+    // Per-client rate: five posts in ten minutes, bad ones counted before they are
+    // read, then 429 even for a good one.
+    let one_client = [
+        ("Cookie", cookie.as_str()),
+        ("Origin", origin.as_str()),
+        ("X-Forwarded-For", "198.51.100.7"),
+    ];
+    let from_one = |fields: Vec<(&str, String)>| {
+        let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        post_form(site.port, "/subscribe", &one_client, &f)
+    };
+    for _ in 0..4 {
+        assert_eq!(from_one(fields(&token, "not-an-address")).status, 400);
+    }
+    assert_eq!(from_one(fields(&token, "fifth@example.org")).status, 200);
+    let limited = from_one(fields(&token, "sixth@example.org"));
     assert_eq!(limited.status, 429, "{}", limited.body);
     // Every page: the policy that forbids script, and no script.
     for path in [

@@ -14,8 +14,19 @@ use crate::store::EventStore;
 
 pub(super) fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
-    let mut out = std::io::stdout().lock();
     let mut warnings: Vec<String> = config.warnings.clone();
+    if let Some(web) = &config.web {
+        use crate::web::tokens::{KeyError, KeyFile, SigningKey};
+        match SigningKey::load(&web.secret, KeyFile::MustExist) {
+            Ok(_) => {}
+            Err(KeyError::Missing(file)) => warnings.push(format!(
+                "web key file {file} does not exist yet: the daemon creates it (0600) at its first start"
+            )),
+            // A short, predictable or unreadable key is refused, as the daemon would.
+            Err(e) => return Err(UsageError(format!("{}: {e}", path.display())).into()),
+        }
+    }
+    let mut out = std::io::stdout().lock();
     writeln!(out, "{}: ok", path.display())?;
     writeln!(out, "  database:    {}", config.daemon.database.display())?;
     writeln!(
@@ -75,15 +86,31 @@ pub(super) fn check(path: &Path) -> Result<()> {
     };
     writeln!(out, "  mail:        {mail}")?;
     match config.daemon.listen {
-        Some(addr) => writeln!(out, "  listen:      {addr}")?,
+        Some(addr) => writeln!(out, "  listen:      {addr} (the pages)")?,
         None => writeln!(out, "  listen:      off")?,
+    }
+    match config.daemon.ops_listen {
+        Some(addr) => writeln!(out, "  ops_listen:  {addr} (/healthz, /metrics)")?,
+        None => writeln!(out, "  ops_listen:  off")?,
     }
     match &config.web {
         Some(web) => writeln!(
             out,
-            "  web:         {} (self-service {})",
+            "  web:         {} (self-service {}; X-Forwarded-For {})",
             web.public_url,
-            if web.self_service { "on" } else { "off" }
+            if web.self_service { "on" } else { "off" },
+            if web.trusted_proxies.is_empty() {
+                "ignored".to_string()
+            } else {
+                format!(
+                    "read from {}",
+                    web.trusted_proxies
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
         )?,
         None => writeln!(
             out,
@@ -289,7 +316,14 @@ pub(super) fn print_stances(config: &Config, store: &EventStore, history: bool) 
 pub(super) fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> Result<()> {
     use crate::projections::Subscribers;
     let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
-    let signer = crate::web::tokens::LinkSigner::from_config(config)?;
+    // The preview shows links as they are queued, with a placeholder for the token
+    // that sending signs in; a key that cannot be read shows the mailto instead.
+    let signer =
+        crate::web::tokens::LinkSigner::from_config(config, crate::web::tokens::KeyFile::MustExist)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "previewing without the signed unsubscribe link");
+                None
+            });
     let now = chrono::Utc::now();
     let subs = store.read(Subscribers::confirmed)?;
     let subs: Vec<_> = match to {

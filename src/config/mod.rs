@@ -64,7 +64,13 @@ pub struct Config {
 pub struct DaemonConfig {
     pub database: PathBuf,
     pub schedule: CronSchedule,
+    /// The public pages (`[web]`'s forms and the stance pages).
     pub listen: Option<SocketAddr>,
+    /// `/healthz` and `/metrics`, apart from the pages (None: not served).
+    pub ops_listen: Option<SocketAddr>,
+    /// Whether `ops_listen` was written in the config (else it is the default, which
+    /// may be taken by another daemon on the machine without that being fatal).
+    pub ops_listen_chosen: bool,
     pub fetch: FetchLimits,
 }
 
@@ -198,6 +204,8 @@ pub struct MailConfig {
 
 /// Default first wait before retrying a failed send.
 pub const DEFAULT_RETRY_BASE_S: u64 = 20;
+/// Where `/healthz` and `/metrics` are served unless `[daemon] ops_listen` says.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9188";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebConfig {
@@ -206,6 +214,8 @@ pub struct WebConfig {
     pub self_service: bool,
     /// A folder whose page templates replace the built-in ones.
     pub templates: Option<PathBuf>,
+    /// Proxies whose `X-Forwarded-For` names the client (empty: it is never read).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,7 +25,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "topic",
     "tracking",
 ];
-const DAEMON_KEYS: &[&str] = &["database", "schedule", "listen", "fetch"];
+const DAEMON_KEYS: &[&str] = &["database", "schedule", "listen", "ops_listen", "fetch"];
 const FETCH_KEYS: &[&str] = &[
     "max_concurrent",
     "max_per_host",
@@ -56,6 +56,7 @@ const WEB_KEYS: &[&str] = &[
     "secret_file",
     "self_service",
     "templates",
+    "trusted_proxies",
 ];
 const SUBSCRIBER_KEYS: &[&str] = &["email", "name", "topics", "digest"];
 const TOPIC_KEYS: &[&str] = &[
@@ -80,6 +81,7 @@ struct RawDaemon {
     database: Option<Spanned<String>>,
     schedule: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
+    ops_listen: Option<Spanned<String>>,
     #[serde(default)]
     fetch: FetchLimits,
 }
@@ -117,6 +119,8 @@ struct RawWeb {
     #[serde(default = "yes")]
     self_service: bool,
     templates: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -282,14 +286,14 @@ pub(super) fn read_daemon(
         Some(s) => read_schedule(diags, s),
         None => CronSchedule::parse("*/15 * * * *").ok(),
     };
-    let listen = match &raw.listen {
+    let mut address = |key: &str, value: &Option<Spanned<String>>, example: &str| match value {
         Some(l) => match l.get_ref().parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
                 diags.at(
                     l.span(),
                     format!(
-                        "listen: expected an address and port such as 127.0.0.1:9187, got {:?}",
+                        "{key}: expected an address and port such as {example}, got {:?}",
                         l.get_ref()
                     ),
                 );
@@ -298,6 +302,22 @@ pub(super) fn read_daemon(
         },
         None => None,
     };
+    let listen = address("listen", &raw.listen, "127.0.0.1:9187");
+    // The operators' endpoints are always served, on loopback unless told otherwise;
+    // `ops_listen = ""` turns them off.
+    let ops_listen = match &raw.ops_listen {
+        Some(l) if l.get_ref().trim().is_empty() => None,
+        Some(_) => address("ops_listen", &raw.ops_listen, DEFAULT_OPS_LISTEN),
+        None => DEFAULT_OPS_LISTEN.parse().ok(),
+    };
+    if let (Some(a), Some(b)) = (listen, ops_listen) {
+        if a == b {
+            diags.at(
+                span.clone(),
+                format!("[daemon]: listen and ops_listen are both {a}; the operators' endpoints need their own address"),
+            );
+        }
+    }
     let f = &raw.fetch;
     if f.max_concurrent == 0 || f.max_per_host == 0 || f.timeout_s == 0 || f.max_body_kb == 0 {
         diags.at(
@@ -313,6 +333,8 @@ pub(super) fn read_daemon(
         database,
         schedule: schedule?,
         listen,
+        ops_listen,
+        ops_listen_chosen: raw.ops_listen.is_some(),
         fetch: raw.fetch,
     })
 }
@@ -528,15 +550,10 @@ pub(super) fn read_web(
             let name = env.as_ref().map(|e| (e.get_ref().clone(), e.span()));
             let secret = read_secret(diags, env, None, base, "web secret");
             if let (Some((name, span)), Some(_)) = (name, &secret) {
-                let len = std::env::var(&name).map(|v| v.trim().len()).unwrap_or(0);
-                if len < crate::web::tokens::MIN_KEY_LEN {
-                    diags.at(
-                        span,
-                        format!(
-                            "web secret: {name} holds {len} characters; use at least {}",
-                            crate::web::tokens::MIN_KEY_LEN
-                        ),
-                    );
+                let value = std::env::var(&name).unwrap_or_default();
+                if let Err(e) = crate::web::tokens::SigningKey::from_bytes(value.trim().as_bytes())
+                {
+                    diags.at(span, format!("{e} ({name})"));
                 }
             }
             secret
@@ -545,11 +562,27 @@ pub(super) fn read_web(
     if !had_secret {
         diags.at(span, "[web] needs secret_env or secret_file: the key that signs confirm and unsubscribe links");
     }
+    let mut trusted_proxies = Vec::new();
+    for net in &raw.trusted_proxies {
+        let text = net.get_ref().trim();
+        // A bare address is a network of one.
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => trusted_proxies.push(n.trunc()),
+            Err(_) => diags.at(
+                net.span(),
+                format!("web.trusted_proxies: {text:?} is not an address or a network such as 127.0.0.1/32"),
+            ),
+        }
+    }
     Some(WebConfig {
         public_url: public_url?,
         secret: secret?,
         self_service: raw.self_service,
         templates: raw.templates.as_deref().map(|t| resolve(base, t)),
+        trusted_proxies,
     })
 }
 

@@ -6,13 +6,15 @@
 //! otherwise retried with exponential backoff on later cycles. A crash between the
 //! server's acceptance and the `DigestSent` record means one resend, carrying the same
 //! Message-ID; nothing is ever lost, since the message lives in its DigestQueued event.
+//! Its signed links are signed here, at sending, from the slots the event records
+//! (the log holds no usable token), and the same way on every attempt.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Message, SendmailTransport, SmtpTransport, Transport};
 
@@ -21,6 +23,7 @@ use crate::config::{Config, MailTransport, TlsMode};
 use crate::events::{DigestFailed, DigestQueued, DigestSent, Event};
 use crate::projections::{Outbox, OutboxRow};
 use crate::store::{EventStore, NewEvent, StoreError};
+use crate::web::tokens::LinkSigner;
 
 /// The longest wait between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(3600);
@@ -47,10 +50,12 @@ pub struct Mailer {
     channel: Channel,
     from: Mailbox,
     retry_base: Duration,
+    /// Signs the links that queued messages carry as slots.
+    signer: Option<LinkSigner>,
 }
 
 impl Mailer {
-    pub fn new(config: &Config) -> Result<Mailer, SendError> {
+    pub fn new(config: &Config, signer: Option<LinkSigner>) -> Result<Mailer, SendError> {
         let from: Mailbox =
             config.mail.from.parse().map_err(|e| {
                 SendError::Permanent(format!("mail.from {:?}: {e}", config.mail.from))
@@ -90,11 +95,29 @@ impl Mailer {
             channel,
             from,
             retry_base: Duration::from_secs(config.mail.retry_base_s),
+            signer,
         })
     }
 
-    /// The message as it goes out: both parts, the queued Message-ID and headers.
-    pub fn build(&self, queued: &DigestQueued) -> Result<Message, SendError> {
+    /// The message as it goes out: both parts, the queued Message-ID and headers, and
+    /// its links signed. Every attempt builds the same bytes: the Date is when it was
+    /// queued and the MIME boundary comes from the digest's id, not from chance.
+    pub fn build(
+        &self,
+        queued: &DigestQueued,
+        queued_at: DateTime<Utc>,
+    ) -> Result<Message, SendError> {
+        let fill = |text: &str| -> Result<String, SendError> {
+            if queued.links.is_empty() {
+                return Ok(text.to_string());
+            }
+            let signer = self.signer.as_ref().ok_or_else(|| {
+                SendError::Transient(
+                    "the message carries signed links, but no web key is loaded ([web] secret); it waits until one is".into(),
+                )
+            })?;
+            Ok(signer.fill(text, &queued.links))
+        };
         let to: Mailbox = queued
             .to
             .parse()
@@ -104,24 +127,31 @@ impl Mailer {
             .to(to)
             .subject(header_safe(&queued.subject))
             .message_id(Some(header_safe(&queued.message_id)))
-            .multipart(MultiPart::alternative_plain_html(
-                queued.text.clone(),
-                queued.html.clone(),
-            ))
+            .date(queued_at.into())
+            .multipart(
+                MultiPart::alternative()
+                    .boundary(format!("vigia-{}", header_safe(&queued.digest_id)))
+                    .singlepart(SinglePart::plain(fill(&queued.text)?))
+                    .singlepart(SinglePart::html(fill(&queued.html)?)),
+            )
             .map_err(|e| SendError::Permanent(format!("building the message: {e}")))?;
         for (name, value) in &queued.headers {
             let name = HeaderName::new_from_ascii(name.clone())
                 .map_err(|e| SendError::Permanent(format!("header name {name:?}: {e}")))?;
             message
                 .headers_mut()
-                .insert_raw(HeaderValue::new(name, header_safe(value)));
+                .insert_raw(HeaderValue::new(name, header_safe(&fill(value)?)));
         }
         Ok(message)
     }
 
     /// Sends one queued message; blocking (call it off the async workers).
-    pub fn send(&self, queued: &DigestQueued) -> Result<String, SendError> {
-        let message = self.build(queued)?;
+    pub fn send(
+        &self,
+        queued: &DigestQueued,
+        queued_at: DateTime<Utc>,
+    ) -> Result<String, SendError> {
+        let message = self.build(queued, queued_at)?;
         match &self.channel {
             Channel::Smtp(smtp) => smtp
                 .send(&message)
@@ -170,11 +200,20 @@ pub struct DeliveryReport {
     pub given_up: u32,
 }
 
-/// The DigestQueued event behind an outbox row.
-fn queued_message(store: &EventStore, row: &OutboxRow) -> Result<Option<DigestQueued>, StoreError> {
+/// The DigestQueued event behind an outbox row, and when it was recorded.
+fn queued_message(
+    store: &EventStore,
+    row: &OutboxRow,
+) -> Result<Option<(DigestQueued, DateTime<Utc>)>, StoreError> {
     let events = store.read_from(row.queued_seq.saturating_sub(1), 1, None)?;
-    match events.first().map(|e| e.decode()).transpose()? {
-        Some(Event::DigestQueued(q)) => Ok(Some(q)),
+    let Some(stored) = events.first() else {
+        return Ok(None);
+    };
+    let at = DateTime::parse_from_rfc3339(&stored.recorded_at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now());
+    match stored.decode()? {
+        Event::DigestQueued(q) => Ok(Some((q, at))),
         _ => Ok(None),
     }
 }
@@ -189,7 +228,7 @@ pub fn deliver_due(
     let due = store.read(|c| Outbox::due(c, &stamp))?;
     let mut report = DeliveryReport::default();
     for row in due {
-        let Some(queued) = queued_message(store, &row)? else {
+        let Some((queued, queued_at)) = queued_message(store, &row)? else {
             tracing::error!(digest = %row.digest_id, "the outbox names a message the log does not hold");
             continue;
         };
@@ -206,7 +245,7 @@ pub fn deliver_due(
                 "not sent: the recipient unsubscribed after it was queued".into(),
             ))
         } else {
-            mailer.send(&queued)
+            mailer.send(&queued, queued_at)
         };
         let event = match outcome {
             Ok(response) => {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
-use crate::events::{DigestQueued, Event};
+use crate::events::{DigestQueued, Event, LinkSlot};
 use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribers};
 use crate::schedule::CronSchedule;
 use crate::store::{EventStore, NewEvent, StoreError};
@@ -80,13 +80,19 @@ pub struct Draft {
     pub unsubscribe_link: Option<String>,
     pub unsubscribe_mailto: String,
     pub reason: String,
+    /// The signed links in `unsubscribe` and `unsubscribe_link`, still unsigned.
+    #[serde(skip)]
+    pub links: Vec<LinkSlot>,
 }
 
 /// A confirmation mail (double opt-in), before rendering.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfirmationDraft {
     pub recipient: String,
+    /// The confirmation link, with a placeholder where `slot`'s token goes.
     pub link: String,
+    #[serde(skip)]
+    pub slot: LinkSlot,
     pub topics: String,
     pub mode: String,
     pub expires_hours: i64,
@@ -115,9 +121,12 @@ pub fn safe_url(url: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Any text headed for a header: control characters (CR, LF) become spaces.
+/// Any text headed for a header: control characters (CR, LF) become spaces, and bidi
+/// and zero-width characters (stripped from feeds at ingestion, but perhaps recorded
+/// by an older version) are dropped.
 pub fn header_safe(s: &str) -> String {
     s.chars()
+        .filter(|c| !crate::feed::is_invisible_format(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect::<String>()
         .trim()
@@ -266,6 +275,15 @@ fn stories(
     Ok(out)
 }
 
+/// What stays as it is in a mailto URL (RFC 6068): everything else is encoded, so no
+/// address can add a header or a recipient (`a&cc=x@evil.example` passes as an
+/// address, and must stay one word of the subject).
+const MAILTO_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'@')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_');
+
 fn unsubscribe_mailto(config: &Config, email: &str) -> String {
     let from = config
         .mail
@@ -273,7 +291,11 @@ fn unsubscribe_mailto(config: &Config, email: &str) -> String {
         .rsplit_once('<')
         .map(|(_, a)| a.trim_end_matches('>'))
         .unwrap_or(&config.mail.from);
-    format!("mailto:{}?subject=unsubscribe%20{}", from.trim(), email)
+    format!(
+        "mailto:{}?subject=unsubscribe%20{}",
+        percent_encoding::utf8_percent_encode(from.trim(), MAILTO_KEEP),
+        percent_encoding::utf8_percent_encode(email, MAILTO_KEEP)
+    )
 }
 
 /// The digest due for one subscriber now, if any.
@@ -363,11 +385,15 @@ pub fn draft_for(
         n => format!("{n} stances changed:"),
     };
     let mailto = unsubscribe_mailto(config, &sub.address);
-    let unsubscribe_link = signer.and_then(|s| {
-        s.unsubscribe_url(&sub.email, now.timestamp())
+    let unsubscribe_slot = signer.and_then(|s| {
+        s.unsubscribe_slot(&sub.email, now.timestamp())
             .map_err(|e| tracing::error!(error = %e, "no unsubscribe link in this digest"))
             .ok()
     });
+    let (unsubscribe_link, links) = match unsubscribe_slot {
+        Some((url, slot)) => (Some(url), vec![slot]),
+        None => (None, vec![]),
+    };
     Ok(Some(Draft {
         recipient: sub.address.clone(),
         subject: header_safe(&subject),
@@ -388,6 +414,7 @@ pub fn draft_for(
         } else {
             "on-change".into()
         },
+        links,
     }))
 }
 
@@ -450,7 +477,7 @@ pub fn confirmation(
         &Sha256::digest(format!(
             "{}\0confirmation\0{}",
             draft.recipient.to_lowercase(),
-            draft.link
+            draft.slot.id
         ))[..10],
     );
     let (text, html) = templates.render_confirmation(draft)?;
@@ -466,6 +493,7 @@ pub fn confirmation(
             headers: vec![("Auto-Submitted".into(), "auto-generated".into())],
             changes: vec![],
             reason: "confirmation".into(),
+            links: vec![draft.slot.clone()],
         }),
     )
     .idempotent(format!("digest:{digest_id}")))
@@ -512,6 +540,7 @@ pub fn queue(
                     headers: list_headers(&d),
                     changes,
                     reason: d.reason.clone(),
+                    links: d.links.clone(),
                 }),
             )
             .idempotent(format!("digest:{digest_id}")),
@@ -527,4 +556,35 @@ pub enum QueueError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unsubscribe_mailto_keeps_an_address_one_word_of_its_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[daemon]\ndatabase = \"v.db\"\n\n[mail]\ntransport = \"file\"\ndir = \"out\"\nfrom = \"vigia <vigia@example.org>\"\n";
+        let config = Config::parse(&dir.path().join("vigia.toml"), text).unwrap();
+        let hostile = "a&cc=x@evil.example";
+        assert!(
+            crate::config::valid_address(hostile),
+            "it is a valid address"
+        );
+        let mailto = unsubscribe_mailto(&config, hostile);
+        assert_eq!(
+            mailto,
+            "mailto:vigia@example.org?subject=unsubscribe%20a%26cc%3Dx@evil.example"
+        );
+        assert!(!mailto.contains('&'), "no second field: {mailto}");
+    }
+
+    #[test]
+    fn header_text_loses_line_breaks_and_invisible_controls() {
+        assert_eq!(
+            header_safe("M\u{e9}xico\u{202E} rechaza\r\nBcc: x@y \u{200B}"),
+            "M\u{e9}xico rechaza  Bcc: x@y"
+        );
+    }
 }

@@ -4,14 +4,15 @@
 //! The form is protected against cross-site posting twice over: a browser that says
 //! the request comes from another site (Origin, Sec-Fetch-Site) is refused, and the
 //! form carries a signed token bound to a SameSite=Strict cookie that another site's
-//! page cannot send. Every answer to a well-formed request is the same page, whether
-//! or not the address is known and whether or not a mail went out.
+//! page cannot send. A form token is short-lived and works once. Every post counts
+//! towards its client's rate before anything in it is checked. Every answer to a
+//! well-formed request is the same page, whether or not the address is known and
+//! whether or not a mail went out.
 
 // Handlers return the page to answer as the error of their steps; a Response is
 // large, but these are one-shot early returns, not a hot path.
 #![allow(clippy::result_large_err)]
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,14 +24,14 @@ use axum::response::Response;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use super::client::ClientAddr;
 use super::tokens::{LinkSigner, Purpose, TokenError};
 use super::{Notice, NoticeAction, Web};
 use crate::events::SubscriptionChannel;
-use crate::service::ClientAddr;
 use crate::subscribers::{self, LinkError, LinkRefused, Request, RequestOutcome};
 
-/// How long a served form may be submitted.
-const FORM_TTL_S: i64 = 2 * 3600;
+/// How long a served form may be submitted (once).
+const FORM_TTL_S: i64 = 20 * 60;
 const FORM_COOKIE: &str = "vigia_form";
 /// The least time a valid subscribe request takes to answer: well above the work it
 /// does (a read and at most one append), so the work's length does not show.
@@ -90,13 +91,9 @@ fn unavailable(web: &Web, what: &dyn std::fmt::Display) -> Response {
     )
 }
 
-/// The signer, or the page to answer when links cannot be checked.
+/// The signer the daemon loaded, or the page to answer where there is none.
 fn signer(web: &Web) -> Result<LinkSigner, Response> {
-    match LinkSigner::from_config(&web.config()) {
-        Ok(Some(signer)) => Ok(signer),
-        Ok(None) => Err(not_found(web)),
-        Err(e) => Err(unavailable(web, &e)),
-    }
+    web.signer().ok_or_else(|| not_found(web))
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -129,24 +126,6 @@ fn cross_site(headers: &HeaderMap, web: &Web) -> bool {
         .is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"))
         || public.is_some_and(|p| p == origin);
     !same
-}
-
-/// The client's address: the peer, or behind a proxy on this machine, the address
-/// that proxy appended last to X-Forwarded-For.
-fn client(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if peer.ip().is_loopback() {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .next_back();
-        if let Some(ip) = forwarded {
-            return ip;
-        }
-    }
-    peer.ip()
 }
 
 /// The form's fields, or the page that says what is wrong with the body.
@@ -265,38 +244,13 @@ pub(super) async fn subscribe(
         Ok(s) => s,
         Err(page) => return page,
     };
-    let refused_form = |web: &Web| {
-        bad(
-            web,
-            StatusCode::FORBIDDEN,
-            "Form refused",
-            &["This form was sent from another site, or it is too old. Open the subscribe page again and send it from there."],
-        )
-    };
-    if cross_site(&headers, &web) {
-        tracing::info!("subscribe form refused: posted from another site");
-        return refused_form(&web);
-    }
-    let fields = match form_fields(&web, &headers, body) {
-        Ok(f) => f,
-        Err(page) => return page,
-    };
-    let now = Utc::now();
-    let form_ok = match (field(&fields, "form_token"), cookie(&headers, FORM_COOKIE)) {
-        (Some(token), Some(nonce)) => signer
-            .key()
-            .verify(token, Purpose::Form, now.timestamp())
-            .is_ok_and(|t| t.subject == nonce.to_lowercase()),
-        _ => false,
-    };
-    if !form_ok {
-        tracing::info!("subscribe form refused: no valid form token for its cookie");
-        return refused_form(&web);
-    }
+    // Counted before anything in the post is checked: invalid posts use up the
+    // client's budget as valid ones do.
+    let client = web.trusted_proxies().client(peer, &headers);
     let allowed = web
         .limiter
         .lock()
-        .map(|mut l| l.allow(client(peer, &headers), Instant::now()))
+        .map(|mut l| l.allow(super::client::bucket(client), Instant::now()))
         .unwrap_or(false);
     if !allowed {
         metrics::counter!("vigia_subscription_requests_total", "outcome" => "client_rate")
@@ -308,6 +262,36 @@ pub(super) async fn subscribe(
             &["This computer has sent the form several times in the last minutes. Try again later."],
         );
     }
+    let refused_form = |web: &Web| {
+        bad(
+            web,
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            &["This form was sent from another site, is too old, or was sent before. Open the subscribe page again and send it from there."],
+        )
+    };
+    if cross_site(&headers, &web) {
+        tracing::info!("subscribe form refused: posted from another site");
+        return refused_form(&web);
+    }
+    let fields = match form_fields(&web, &headers, body) {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let now = Utc::now();
+    let form = match (field(&fields, "form_token"), cookie(&headers, FORM_COOKIE)) {
+        (Some(token), Some(nonce)) => signer
+            .key()
+            .verify(token, Purpose::Form, now.timestamp())
+            .ok()
+            .filter(|t| t.subject == nonce.to_lowercase()),
+        _ => None,
+    };
+    let Some(form) = form else {
+        tracing::info!("subscribe form refused: no valid form token for its cookie");
+        return refused_form(&web);
+    };
+
     let config = web.config();
     let email = field(&fields, "email").unwrap_or("").trim().to_string();
     if email.len() > 254 || !crate::config::valid_address(&email) {
@@ -365,6 +349,17 @@ pub(super) async fn subscribe(
         topics: topics_unique,
         digest: digest.to_string(),
     };
+    // Used up only by a request that is made: a visitor who mistyped the address can
+    // correct it and send the same form again.
+    let first_use = web
+        .used_forms
+        .lock()
+        .map(|mut used| used.first_use(&form.id, form.expires, now.timestamp()))
+        .unwrap_or(false);
+    if !first_use {
+        tracing::info!("subscribe form refused: its token was used before");
+        return refused_form(&web);
+    }
     // Answered no sooner than this, so that how long the answer takes does not tell
     // whether anything was recorded (a throttled request records nothing).
     let answer_at = tokio::time::Instant::now() + ANSWER_FLOOR;
@@ -375,6 +370,7 @@ pub(super) async fn subscribe(
             subscribers::request(
                 &store,
                 &config,
+                Some(&signer),
                 &templates_web.mail_templates,
                 &request,
                 now,
@@ -385,9 +381,10 @@ pub(super) async fn subscribe(
     match outcome {
         Ok(Ok(outcome)) => {
             tracing::info!(outcome = ?outcome, "subscription request");
+            // Whether a mail went to this address is what the answer hides; the
+            // counter hides it too (the hourly cap is one state for everyone).
             let label = match outcome {
-                RequestOutcome::MailQueued => "mail_queued",
-                RequestOutcome::TooSoonForAddress => "too_soon_for_address",
+                RequestOutcome::MailQueued | RequestOutcome::TooSoonForAddress => "accepted",
                 RequestOutcome::TooManyOverall => "hourly_cap",
             };
             metrics::counter!("vigia_subscription_requests_total", "outcome" => label).increment(1);

@@ -6,10 +6,13 @@
 //! Content-Security-Policy that allows no script at all, so nothing from a feed can
 //! run, and every page works without JavaScript. Handlers read projections and append
 //! events through the daemon's `EventStore`; the subscription rules themselves live in
-//! `crate::subscribers`, which knows nothing of HTTP.
+//! `crate::subscribers`, which knows nothing of HTTP. `listener` bounds what any one
+//! client can hold; `client` says who a request comes from.
 
+pub mod client;
 mod forms;
 mod limits;
+pub mod listener;
 mod pages;
 pub mod tokens;
 
@@ -28,6 +31,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::digest::{template_environment, RenderError};
 use crate::store::EventStore;
+use tokens::LinkSigner;
 
 pub use pages::{home_view, stance_view, HomeView, StanceView};
 
@@ -87,6 +91,9 @@ impl PageTemplates {
 pub struct Web {
     pub store: EventStore,
     config: watch::Receiver<Arc<Config>>,
+    /// The link signer the daemon loaded (at start, and at each accepted SIGHUP).
+    links: watch::Receiver<Option<LinkSigner>>,
+    used_forms: Mutex<limits::UsedForms>,
     pages: PageTemplates,
     mail_templates: crate::digest::Templates,
     limiter: Mutex<limits::RateLimiter>,
@@ -101,6 +108,7 @@ impl Web {
     pub fn new(
         store: EventStore,
         config: watch::Receiver<Arc<Config>>,
+        links: watch::Receiver<Option<LinkSigner>>,
         outbox_nudge: Arc<Notify>,
     ) -> Result<Web, RenderError> {
         let current = config.borrow().clone();
@@ -110,6 +118,8 @@ impl Web {
             mail_templates: crate::digest::Templates::load(current.mail.templates.as_deref())?,
             store,
             config,
+            links,
+            used_forms: Mutex::new(limits::UsedForms::default()),
             limiter: Mutex::new(limits::RateLimiter::new(
                 limits::SUBSCRIBE_BURST,
                 limits::SUBSCRIBE_WINDOW,
@@ -121,6 +131,18 @@ impl Web {
 
     fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
+    }
+
+    fn signer(&self) -> Option<LinkSigner> {
+        self.links.borrow().clone()
+    }
+
+    fn trusted_proxies(&self) -> client::TrustedProxies {
+        self.config()
+            .web
+            .as_ref()
+            .map(|w| client::TrustedProxies::new(w.trusted_proxies.clone()))
+            .unwrap_or_default()
     }
 
     fn self_service(&self) -> bool {
@@ -231,9 +253,9 @@ async fn method_not_allowed(axum::extract::State(web): axum::extract::State<Arc<
     )
 }
 
-/// Headers every page carries. Links hold tokens, so no Referer leaves the site.
-async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+/// Headers every response carries (the operators' endpoints' too). Links hold
+/// tokens, so no Referer leaves the site.
+pub fn add_security_headers(headers: &mut axum::http::HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -252,10 +274,19 @@ async fn security_headers(mut response: Response) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    add_security_headers(response.headers_mut());
     response
 }
 
-/// The web pages as a router, to be served beside /healthz and /metrics.
+/// The security headers as a layer, for routers outside this module.
+pub fn with_security_headers(router: Router) -> Router {
+    router.layer(axum::middleware::map_response(security_headers))
+}
+
+/// The web pages as a router (the public listener serves nothing else).
 pub fn routes(web: Arc<Web>) -> Router {
     Router::new()
         .route("/", get(pages::home))

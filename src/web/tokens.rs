@@ -3,10 +3,17 @@
 //! link needs no login and cannot be forged, stretched or turned to another use.
 //!
 //! The key comes from the environment or a file, never the config, and is never
-//! logged. A key file that does not exist yet is created (0600) on first use, so the
-//! shipped config works on a fresh machine without a secret to invent. Each token has
-//! a random id: the events that a token causes record it, which is how a replayed
-//! link is told apart from a fresh one.
+//! logged. The daemon loads it once at start and on SIGHUP: a key file that does not
+//! exist at start is created (0600, in folders made 0700), so the shipped config works
+//! on a fresh machine without a secret to invent; one that disappears or changes while
+//! the daemon runs is reported, never silently replaced or used.
+//!
+//! Each token has a random id: the events that a token causes record it, which is how
+//! a replayed link is told apart from a fresh one. Messages in the outbox hold no
+//! token at all: they hold a placeholder and a [`LinkSlot`] (id, purpose, subject,
+//! times), and [`LinkSigner::fill`] signs the link when the message is sent. Signing is
+//! deterministic, so every attempt sends the same bytes, and nothing in the event log
+//! or a backup of it can confirm or unsubscribe anyone.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -17,9 +24,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
+use crate::events::{LinkPurpose, LinkSlot};
 
 /// Shortest key accepted: anything shorter is guessable.
 pub const MIN_KEY_LEN: usize = 16;
+/// Least estimated entropy (bits) of a key: refuses keys such as a repeated letter
+/// or a short word pattern, which pass the length rule but are guessable. A random
+/// hex key of 16 characters or more passes comfortably.
+pub const MIN_KEY_BITS: f64 = 48.0;
 /// Domain separation: a MAC made for anything else never verifies as a token.
 const CONTEXT: &[u8] = b"vigia-token-v1\0";
 
@@ -87,6 +99,10 @@ pub enum KeyError {
     },
     #[error("web secret: the key is {0} bytes long; it must be at least {MIN_KEY_LEN}")]
     TooShort(usize),
+    #[error("web secret: the key is too predictable (about {0:.0} bits; at least {MIN_KEY_BITS:.0} needed): use random bytes, such as the output of `openssl rand -hex 32`")]
+    TooWeak(f64),
+    #[error("web secret: the key file {0} does not exist (it is created only when the daemon starts; restore it, or restart to make a new one, which breaks every link sent so far)")]
+    Missing(String),
     #[error("web secret: no randomness from the operating system: {0}")]
     Random(String),
 }
@@ -108,24 +124,69 @@ pub fn random_hex(bytes: usize) -> Result<String, KeyError> {
     Ok(hex::encode(buf))
 }
 
+/// An estimate of a key's entropy in bits: its length times the Shannon entropy of
+/// its own byte frequencies. It cannot see patterns ("abcabc…" scores well), but it
+/// refuses repeated letters and tiny alphabets, the weak keys people actually type.
+pub fn estimated_bits(key: &[u8]) -> f64 {
+    if key.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0usize; 256];
+    for b in key {
+        counts[usize::from(*b)] += 1;
+    }
+    let n = key.len() as f64;
+    let per_byte: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    per_byte * n
+}
+
+/// Whether a missing key file may be created (only when the daemon starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFile {
+    CreateIfMissing,
+    MustExist,
+}
+
 impl SigningKey {
     pub fn from_bytes(key: &[u8]) -> Result<SigningKey, KeyError> {
         if key.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort(key.len()));
         }
+        let bits = estimated_bits(key);
+        if bits < MIN_KEY_BITS {
+            return Err(KeyError::TooWeak(bits));
+        }
         Ok(SigningKey(Arc::from(key)))
     }
 
-    /// Reads the key; a key file that does not exist yet is created with a fresh
-    /// random key, readable by its owner only.
-    pub fn load(secret: &Secret) -> Result<SigningKey, KeyError> {
+    /// Reads the key; with `CreateIfMissing`, a key file that does not exist yet is
+    /// created with a fresh random key, readable by its owner only.
+    pub fn load(secret: &Secret, missing: KeyFile) -> Result<SigningKey, KeyError> {
         if let Secret::File(path) = secret {
             if !path.exists() {
-                create_key_file(path)?;
+                match missing {
+                    KeyFile::CreateIfMissing => create_key_file(path)?,
+                    KeyFile::MustExist => {
+                        return Err(KeyError::Missing(path.display().to_string()))
+                    }
+                }
             }
         }
         let text = secret.read().map_err(KeyError::Unreadable)?;
         SigningKey::from_bytes(text.trim().as_bytes())
+    }
+
+    /// Whether `text` (a key file's content) holds this key.
+    fn is(&self, text: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        text.trim().as_bytes().ct_eq(&self.0).into()
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -146,6 +207,21 @@ impl SigningKey {
     ) -> Result<String, KeyError> {
         let id = random_hex(12)?;
         Ok(self.sign_with_id(purpose, subject, now, ttl_s, &id))
+    }
+
+    /// The token for a recorded link: the same slot always gives the same token.
+    pub fn sign_slot(&self, slot: &LinkSlot) -> String {
+        let purpose = match slot.purpose {
+            LinkPurpose::Confirm => Purpose::Confirm,
+            LinkPurpose::Unsubscribe => Purpose::Unsubscribe,
+        };
+        self.sign_with_id(
+            purpose,
+            &slot.subject,
+            slot.issued,
+            slot.expires - slot.issued,
+            &slot.id,
+        )
     }
 
     fn sign_with_id(
@@ -218,22 +294,61 @@ pub const CONFIRM_TTL_S: i64 = 48 * 3600;
 pub const UNSUBSCRIBE_TTL_S: i64 = 366 * 24 * 3600;
 
 /// Makes the signed links that mails carry: `{public_url}/subscribe/confirm?token=…`
-/// and `{public_url}/unsubscribe?token=…`.
+/// and `{public_url}/unsubscribe?token=…`. Loaded once (daemon start, SIGHUP) and
+/// shared: requests never read the key file.
 #[derive(Debug, Clone)]
 pub struct LinkSigner {
     base: String,
     key: SigningKey,
+    /// Where the key came from, to tell whether the file still holds it.
+    source: Option<Secret>,
+}
+
+/// What the key file holds now, compared with the key in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFileState {
+    /// The file holds the key in use (or the key comes from the environment).
+    InUse,
+    /// The file is gone: links keep working until a restart would create a new key.
+    Missing(String),
+    /// The file holds another key (or cannot be read): it is used only after SIGHUP.
+    Changed(String),
+}
+
+impl KeyFileState {
+    /// A line for the log and /healthz, or None when all is well.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            KeyFileState::InUse => None,
+            KeyFileState::Missing(path) => Some(format!(
+                "the web key file {path} has disappeared; links keep working with the key loaded at start, and SIGHUP is refused until it is restored"
+            )),
+            KeyFileState::Changed(path) => Some(format!(
+                "the web key file {path} no longer holds the key in use; it takes effect only at SIGHUP or restart, when every link signed so far stops working"
+            )),
+        }
+    }
+}
+
+/// The text in a queued message where a slot's token goes. Only letters, digits and
+/// hyphens, so HTML escaping and URL encoding leave it whole.
+pub fn placeholder(slot_id: &str) -> String {
+    format!("vigia-link-{slot_id}")
 }
 
 impl LinkSigner {
     /// The signer for this config, or None where it has no `[web]` section.
-    pub fn from_config(config: &crate::config::Config) -> Result<Option<LinkSigner>, KeyError> {
+    pub fn from_config(
+        config: &crate::config::Config,
+        missing: KeyFile,
+    ) -> Result<Option<LinkSigner>, KeyError> {
         let Some(web) = &config.web else {
             return Ok(None);
         };
         Ok(Some(LinkSigner {
             base: web.public_url.as_str().trim_end_matches('/').to_string(),
-            key: SigningKey::load(&web.secret)?,
+            key: SigningKey::load(&web.secret, missing)?,
+            source: Some(web.secret.clone()),
         }))
     }
 
@@ -241,6 +356,7 @@ impl LinkSigner {
         LinkSigner {
             base: base.trim_end_matches('/').to_string(),
             key,
+            source: None,
         }
     }
 
@@ -252,16 +368,63 @@ impl LinkSigner {
         format!("{}{path}", self.base)
     }
 
-    pub fn unsubscribe_url(&self, email: &str, now: i64) -> Result<String, KeyError> {
-        let token = self
-            .key
-            .sign(Purpose::Unsubscribe, email, now, UNSUBSCRIBE_TTL_S)?;
-        Ok(format!("{}/unsubscribe?token={token}", self.base))
+    /// Compares the key file with the key in use (the environment cannot change).
+    pub fn key_file_state(&self) -> KeyFileState {
+        let Some(Secret::File(path)) = &self.source else {
+            return KeyFileState::InUse;
+        };
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) if self.key.is(&text) => KeyFileState::InUse,
+            Ok(_) => KeyFileState::Changed(shown),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => KeyFileState::Missing(shown),
+            Err(_) => KeyFileState::Changed(shown),
+        }
     }
 
-    pub fn confirm_url(&self, email: &str, now: i64) -> Result<String, KeyError> {
-        let token = self.key.sign(Purpose::Confirm, email, now, CONFIRM_TTL_S)?;
-        Ok(format!("{}/subscribe/confirm?token={token}", self.base))
+    fn slot(
+        &self,
+        purpose: LinkPurpose,
+        subject: &str,
+        now: i64,
+        ttl_s: i64,
+    ) -> Result<LinkSlot, KeyError> {
+        Ok(LinkSlot {
+            id: random_hex(12)?,
+            purpose,
+            subject: subject.to_lowercase(),
+            issued: now,
+            expires: now + ttl_s,
+        })
+    }
+
+    /// An unsubscribe link to put in a message: its URL with a placeholder for the
+    /// token, and the slot that [`fill`](Self::fill) signs it from when sending.
+    pub fn unsubscribe_slot(&self, email: &str, now: i64) -> Result<(String, LinkSlot), KeyError> {
+        let slot = self.slot(LinkPurpose::Unsubscribe, email, now, UNSUBSCRIBE_TTL_S)?;
+        let url = format!("{}/unsubscribe?token={}", self.base, placeholder(&slot.id));
+        Ok((url, slot))
+    }
+
+    /// A confirmation link, as [`unsubscribe_slot`](Self::unsubscribe_slot); the slot's
+    /// id is recorded with the request it confirms.
+    pub fn confirm_slot(&self, email: &str, now: i64) -> Result<(String, LinkSlot), KeyError> {
+        let slot = self.slot(LinkPurpose::Confirm, email, now, CONFIRM_TTL_S)?;
+        let url = format!(
+            "{}/subscribe/confirm?token={}",
+            self.base,
+            placeholder(&slot.id)
+        );
+        Ok((url, slot))
+    }
+
+    /// `text` with every slot's placeholder replaced by its signed token.
+    pub fn fill(&self, text: &str, slots: &[LinkSlot]) -> String {
+        let mut out = text.to_string();
+        for slot in slots {
+            out = out.replace(&placeholder(&slot.id), &self.key.sign_slot(slot));
+        }
+        out
     }
 }
 
@@ -271,7 +434,16 @@ fn create_key_file(path: &std::path::Path) -> Result<(), KeyError> {
         source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(create_err)?;
+        // Folders made for the key are its owner's alone (existing ones are left as
+        // they are: they may be shared on purpose).
+        let mut folders = std::fs::DirBuilder::new();
+        folders.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            folders.mode(0o700);
+        }
+        folders.create(parent).map_err(create_err)?;
     }
     let key = random_hex(32)?;
     let mut options = std::fs::OpenOptions::new();
@@ -286,7 +458,7 @@ fn create_key_file(path: &std::path::Path) -> Result<(), KeyError> {
             file.write_all(format!("{key}\n").as_bytes())
                 .and_then(|_| file.sync_all())
                 .map_err(create_err)?;
-            tracing::info!(path = %path.display(), "created a new key for signing links");
+            tracing::warn!(path = %path.display(), "created a new key for signing links (links signed with any earlier key no longer work)");
             Ok(())
         }
         // Another process made it first: use theirs.
@@ -382,21 +554,95 @@ mod tests {
     }
 
     #[test]
+    fn predictable_keys_are_refused() {
+        for weak in [
+            "aaaaaaaaaaaaaaaa",
+            "abababababababababab",
+            "0000111100001111",
+        ] {
+            assert!(
+                matches!(
+                    SigningKey::from_bytes(weak.as_bytes()),
+                    Err(KeyError::TooWeak(_))
+                ),
+                "{weak}"
+            );
+        }
+        // A random hex key of 16 characters and the test keys pass.
+        for fine in [
+            "9f86d081884c7d65",
+            "0123456789abcdef-key",
+            "unit-test-key-0123456789",
+        ] {
+            assert!(SigningKey::from_bytes(fine.as_bytes()).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn a_slot_is_signed_the_same_way_every_time_and_verifies_for_its_purpose() {
+        let signer = LinkSigner::new("https://v.example.org/", key("0123456789abcdef-key"));
+        let (url, slot) = signer.unsubscribe_slot("Ana@Example.org", 1000).unwrap();
+        assert_eq!(
+            url,
+            format!(
+                "https://v.example.org/unsubscribe?token=vigia-link-{}",
+                slot.id
+            )
+        );
+        let text = format!("<a href=\"{url}\">{url}</a>");
+        let once = signer.fill(&text, std::slice::from_ref(&slot));
+        let twice = signer.fill(&text, std::slice::from_ref(&slot));
+        assert_eq!(once, twice, "the same bytes on every attempt");
+        assert!(!once.contains("vigia-link-"));
+        let token = once
+            .split("token=")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap();
+        let got = signer
+            .key()
+            .verify(token, Purpose::Unsubscribe, 1001)
+            .unwrap();
+        assert_eq!(
+            (got.subject.as_str(), got.id.as_str()),
+            ("ana@example.org", slot.id.as_str())
+        );
+        assert_eq!(got.expires, 1000 + UNSUBSCRIBE_TTL_S);
+    }
+
+    #[test]
+    fn a_missing_key_file_is_not_created_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::File(dir.path().join("web.secret"));
+        assert!(matches!(
+            SigningKey::load(&secret, KeyFile::MustExist),
+            Err(KeyError::Missing(_))
+        ));
+        assert!(!dir.path().join("web.secret").exists());
+    }
+
+    #[test]
     fn a_missing_key_file_is_created_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys/web.secret");
         let secret = Secret::File(path.clone());
-        let first = SigningKey::load(&secret).unwrap();
+        let first = SigningKey::load(&secret, KeyFile::CreateIfMissing).unwrap();
         let t = first
             .sign(Purpose::Confirm, "a@example.org", 1000, 60)
             .unwrap();
-        let again = SigningKey::load(&secret).unwrap();
+        let again = SigningKey::load(&secret, KeyFile::MustExist).unwrap();
         assert!(again.verify(&t, Purpose::Confirm, 1001).is_ok());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            let folder = std::fs::metadata(dir.path().join("keys")).unwrap();
+            assert_eq!(
+                folder.permissions().mode() & 0o777,
+                0o700,
+                "new folders are the owner's"
+            );
         }
     }
 }

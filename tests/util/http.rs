@@ -56,7 +56,42 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the daemon");
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the daemon");
+    request_on(s, port, method, path, headers, body)
+}
+
+/// A connection to the daemon on loopback from another loopback address (all of
+/// 127.0.0.0/8 is this machine), so that a test can be several clients at once.
+pub fn connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
+    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("an IPv4 address");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&source.into())?;
+    let target: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect_timeout(&target.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
+/// One request from `source` (a loopback address) on a fresh connection.
+pub fn request_from(
+    source: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let s = connect_from(source, port).expect("connect to the daemon");
+    request_on(s, port, method, path, headers, body)
+}
+
+fn request_on(
+    mut s: TcpStream,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",

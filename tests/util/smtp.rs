@@ -1,7 +1,9 @@
 //! A real SMTP server on 127.0.0.1 for tests: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP,
 //! QUIT. It keeps every accepted message; it can refuse every session (421, a
-//! transient outage), reject some recipients for good (550), and take its time over
-//! DATA (to widen the window for crash tests). Stops when dropped.
+//! transient outage), reject some recipients for good (550), take its time over DATA
+//! (to widen the window for crash tests), and keep a message but hang up before
+//! saying so (what a crash between acceptance and its record looks like to the
+//! sender). Stops when dropped.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -51,6 +53,8 @@ struct State {
     refuse: bool,
     reject: HashSet<String>,
     data_delay: Duration,
+    /// Messages still to keep without answering 250.
+    hang_up_after_data: usize,
 }
 
 pub struct SmtpSink {
@@ -97,6 +101,11 @@ impl SmtpSink {
             .unwrap()
             .reject
             .insert(address.to_lowercase());
+    }
+
+    /// Keeps the next `n` messages but closes the connection instead of answering.
+    pub fn hang_up_after_data(&self, n: usize) {
+        self.state.lock().unwrap().hang_up_after_data = n;
     }
 
     pub fn data_delay(&self, delay: Duration) {
@@ -181,10 +190,15 @@ fn session(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 }
                 let delay = state.lock().unwrap().data_delay;
                 thread::sleep(delay);
-                state.lock().unwrap().messages.push(Received {
+                let mut st = state.lock().unwrap();
+                st.messages.push(Received {
                     rcpts: rcpts.clone(),
                     raw,
                 });
+                if st.hang_up_after_data > 0 {
+                    st.hang_up_after_data -= 1;
+                    return Ok(());
+                }
                 "250 queued".into()
             }
             "RSET" => {
