@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Ingestion benchmark: 1,000 feeds x 20 items (~10 KB each) served by nginx on loopback.
+"""Ingestion benchmark: 1,000 feeds x 20 items (about 900 bytes each) served by nginx
+on loopback, gzip on, as in issue 14's measurement.
 
-Measures the wall time and peak memory of a cold `vigia run --once` on a fresh database,
-then of a second one where every feed answers 304, and beside them the time a bare
-parallel client (curl --parallel) takes to fetch the same URLs. Medians over N runs.
+Per run, on a fresh database:
+  cold   `vigia run --once` with every feed new (20,000 articles);
+  304    the same again: every feed answers 304 Not Modified;
+  new    100 feeds gain one item each (the others answer 304);
+and, in the same sitting, the floor: `curl --parallel` fetching the same 1,000 URLs.
+Each run's wall time and peak resident memory (GNU time), then the database's size
+against the article text it holds (title + summary + content, in bytes), and where the
+bytes go (SQLite's dbstat, by table and index). Medians over --runs.
 
     python3 benches/ingest_cycle.py [--runs 3] [--bin target/release/vigia]
 
 Uses ../shared/acceptance/harness.py for nginx (it installs nginx-light when missing).
 """
 import argparse
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -22,17 +29,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT.parent / "shared" / "acceptance"))
 import harness as h  # noqa: E402
 
-FEEDS, ITEMS = 1000, 20
+FEEDS, ITEMS, CHANGED = 1000, 20, 100
+
+WORDS = ("council budget roads lighting review members debate vote spending district "
+         "committee report mayor schools parks transit water housing plan hearing").split()
 
 
-def make_feeds(folder):
-    for i in range(FEEDS):
-        items = [dict(guid=f"f{i}-{j}", title=f"Outlet {i}: council votes on budget line {j} after long debate",
-                      summary="The city council voted on Tuesday to approve the item after a short debate, "
-                              "with several members asking for a review of spending on roads and lighting.",
-                      link=f"http://outlet{i}.example/local/{j}?utm_source=rss",
-                      date=formatdate(time.time() - j * 3600, usegmt=True)) for j in range(ITEMS)]
-        (folder / f"f{i}.xml").write_text(h.rss(f"outlet {i}", items))
+def item(i, j):
+    # About 900 bytes of text, different for every item (so nothing dedupes it away).
+    words = [WORDS[(i * 7 + j * 13 + k * k) % len(WORDS)] for k in range(120)]
+    return dict(guid=f"f{i}-{j}", title=f"Outlet {i}: council votes on budget line {j} after a long debate",
+                summary=f"Item {j} of outlet {i}. " + " ".join(words).capitalize() + ".",
+                link=f"http://outlet{i}.example/local/{j}?utm_source=rss",
+                date=formatdate(time.time() - j * 3600, usegmt=True))
+
+
+def write_feed(folder, i, items):
+    (folder / f"f{i}.xml").write_text(h.rss(f"outlet {i}", [item(i, j) for j in range(items)]))
 
 
 def timed(cmd):
@@ -47,6 +60,24 @@ def timed(cmd):
     return wall, peak
 
 
+def sizes(db):
+    """(database bytes, article text bytes, {table or index: bytes}) after a checkpoint."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # The text of each article's current version, where the log holds it.
+    text = con.execute(
+        "SELECT COALESCE(SUM(length(CAST(json_extract(e.payload, '$.title') AS BLOB)) "
+        "+ length(CAST(COALESCE(json_extract(e.payload, '$.summary'), '') AS BLOB)) "
+        "+ length(CAST(COALESCE(json_extract(e.payload, '$.content'), '') AS BLOB))), 0) "
+        "FROM articles a JOIN events e ON e.seq = a.body_seq").fetchone()[0]
+    try:
+        parts = dict(con.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"))
+    except sqlite3.OperationalError:
+        parts = {}
+    con.close()
+    return Path(db).stat().st_size, text, parts
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -57,31 +88,45 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="vigia-bench-"))
     feeds = work / "feeds"
     feeds.mkdir()
-    make_feeds(feeds)
-    size = sum(p.stat().st_size for p in feeds.iterdir()) / FEEDS / 1024
     nginx = h.Nginx(feeds)
     try:
         urls = [nginx.url(f"f{i}.xml") for i in range(FEEDS)]
-        cold, warm, curl = [], [], []
+        listing = work / "urls.txt"
+        listing.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
+        cold, warm, new, curl, ratio = [], [], [], [], []
         for run in range(args.runs):
+            for i in range(FEEDS):
+                write_feed(feeds, i, ITEMS)
             d = work / f"run{run}"
             d.mkdir()
             cfg = h.write_config(d, [(f"f{i}", u) for i, u in enumerate(urls)], mail_dir=d / "out")
             text = Path(cfg).read_text().replace("[mail]", "[daemon.fetch]\nmax_per_host = 64\nmax_concurrent = 64\n\n[mail]", 1)
             Path(cfg).write_text(text)
-            cold.append(timed([args.bin, "--config", cfg, "-q", "run", "--once"]))
-            warm.append(timed([args.bin, "--config", cfg, "-q", "run", "--once"]))
-            listing = work / "urls.txt"
-            listing.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
+            vigia = [args.bin, "--config", cfg, "-q", "run", "--once"]
             t = time.monotonic()
-            subprocess.run(["curl", "-s", "--parallel", "--parallel-max", "64", "--compressed", "-K", str(listing)],
+            subprocess.run(["curl", "-s", "--no-progress-meter", "--parallel", "--parallel-max", "64", "--compressed", "-K", str(listing)],
                            check=True)
             curl.append(time.monotonic() - t)
+            cold.append(timed(vigia))
+            db, article_text, parts = sizes(d / "vigia.db")
+            ratio.append(db / max(article_text, 1))
+            warm.append(timed(vigia))
+            time.sleep(1.1)  # a new Last-Modified second for the changed files
+            for i in range(CHANGED):
+                write_feed(feeds, i, ITEMS + 1)
+            new.append(timed(vigia))
         med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+        floor = statistics.median(curl)
+        size = sum(p.stat().st_size for p in feeds.iterdir()) / FEEDS / 1024
         print(f"{FEEDS} feeds x {ITEMS} items, {size:.1f} KB a feed, median of {args.runs} runs")
-        print(f"cold run --once : {med(cold, 0):.2f} s, peak {med(cold, 1):.0f} MB")
-        print(f"304  run --once : {med(warm, 0):.2f} s, peak {med(warm, 1):.0f} MB")
-        print(f"curl --parallel : {statistics.median(curl):.2f} s")
+        print(f"curl --parallel     : {floor:.2f} s (the floor)")
+        print(f"cold run --once     : {med(cold, 0):.2f} s ({med(cold, 0) / floor:.0f}x the floor), peak {med(cold, 1):.0f} MB")
+        print(f"{CHANGED} new items      : {med(new, 0):.2f} s, peak {med(new, 1):.0f} MB")
+        print(f"all 304 run --once  : {med(warm, 0):.2f} s ({med(warm, 0) / floor:.1f}x the floor), peak {med(warm, 1):.0f} MB")
+        print(f"database / article text: {statistics.median(ratio):.2f} "
+              f"({db / 1e6:.1f} MB for {article_text / 1e6:.1f} MB of text, last run)")
+        for name, b in sorted(parts.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"  {name:<40} {b / 1e6:7.1f} MB")
     finally:
         nginx.stop()
 

@@ -49,6 +49,10 @@ pub struct Fetched {
     /// Cache-Control max-age, a floor on how often to poll.
     pub max_age: Option<Duration>,
     pub elapsed: Duration,
+    /// The fetcher's global slot, held for as long as the body is: a fetched body
+    /// waiting to be parsed still counts against `max_concurrent`, so fetching never
+    /// runs ahead of parsing and at most `max_concurrent` bodies are in memory.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Fetched {
@@ -155,7 +159,7 @@ impl Fetcher {
             })?;
             // Host first, then the global cap: a queue for one busy host never holds
             // global permits that other hosts could use.
-            let _global = self.global.acquire().await.map_err(|_| {
+            let global = self.global.clone().acquire_owned().await.map_err(|_| {
                 FetchError::new(PollFailureKind::Other, "the fetcher is shutting down")
             })?;
             let mut request = self.client.get(current.clone());
@@ -247,6 +251,7 @@ impl Fetcher {
                 moved_to,
                 max_age,
                 elapsed: started.elapsed(),
+                slot: (status != StatusCode::NOT_MODIFIED).then_some(global),
             });
         }
         Err(FetchError::new(

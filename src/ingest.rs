@@ -13,7 +13,7 @@ use chrono::Utc;
 use url::Url;
 
 use crate::config::{FeedConfig, FetchLimits};
-use crate::detect::{Classification, Detector};
+use crate::detect::Detector;
 use crate::events::{
     ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind,
 };
@@ -91,6 +91,29 @@ pub async fn poll(
     outcome
 }
 
+/// Polls that may parse, read and record at once: parsing and detection are CPU
+/// work, so more than a couple per core only holds more bodies in memory while they
+/// wait; a fetched body waits here for its turn instead of piling up in the writer's
+/// queue.
+fn cpu_slots() -> Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            Arc::new(tokio::sync::Semaphore::new(2 * cores))
+        })
+        .clone()
+}
+
+/// Runs store work (which blocks on SQLite and the writer) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(StoreError::Panicked(join.to_string())))
+}
+
 async fn poll_inner(
     fetcher: &Fetcher,
     store: &EventStore,
@@ -98,7 +121,8 @@ async fn poll_inner(
     limits: &FetchLimits,
     detector: &Arc<Detector>,
 ) -> Result<PollOutcome, StoreError> {
-    let health = store.read(|c| FeedHealth::get(c, &feed.id))?;
+    let (s, id) = (store.clone(), feed.id.clone());
+    let health = blocking(move || s.read(|c| FeedHealth::get(c, &id))).await?;
     let url = target_url(feed, health.as_ref());
     // Validators belong to the URL they were given for.
     let validators = health
@@ -112,9 +136,9 @@ async fn poll_inner(
     let streak = health.as_ref().map(|h| h.error_streak).unwrap_or(0);
     let fetched = match fetcher.fetch(&url, &validators).await {
         Ok(f) => f,
-        Err(e) => return record_failure(store, feed, &url, e, streak, limits),
+        Err(e) => return failure(store, feed, &url, e, streak, limits).await,
     };
-    let mut polled = FeedPolled {
+    let polled = FeedPolled {
         feed: feed.id.clone(),
         url: url.to_string(),
         status: fetched.status,
@@ -130,59 +154,70 @@ async fn poll_inner(
     };
     if fetched.not_modified() {
         let event = NewEvent::new(feed_stream(&feed.id), Event::FeedPolled(polled));
-        store.append_one(event)?;
+        let s = store.clone();
+        blocking(move || s.append_one(event)).await?;
         return Ok(PollOutcome::Polled {
             status: 304,
             new: 0,
             revised: 0,
         });
     }
-    let feed_id = feed.id.clone();
-    let lang = feed.lang.clone();
-    let outlet = feed.name.clone();
-    let content_type = fetched.content_type.clone();
-    let final_url = fetched.final_url.clone();
-    let body = fetched.body;
-    // Parsing is CPU work: keep it off the async workers.
-    // Parsing and detection are CPU work: keep them off the async workers.
-    let reader = detector.clone();
-    let parsed = tokio::task::spawn_blocking(move || {
-        let parsed = feed::parse(
-            &body,
-            FeedContext {
-                feed_id: &feed_id,
-                url: &final_url,
-                content_type: content_type.as_deref(),
-                lang_hint: lang.as_deref(),
-                outlet: outlet.as_deref(),
-            },
-        )?;
-        let readings: Vec<Classification> = parsed
-            .articles
-            .iter()
-            .map(|a| observe::classify(&reader, &a.body))
-            .collect();
-        Ok((parsed, readings))
+    let (status, elapsed) = (fetched.status, fetched.elapsed);
+    let slot = cpu_slots()
+        .acquire_owned()
+        .await
+        .map_err(|_| StoreError::Panicked("the CPU slots were closed".into()))?;
+    let (store2, feed2, detector2) = (store.clone(), feed.clone(), detector.clone());
+    let recorded = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        record_fetched(&store2, &feed2, &detector2, fetched, polled)
     })
     .await
     .unwrap_or_else(|join| {
-        Err(feed::FeedError::Parse(format!(
+        Ok(Err(feed::FeedError::Parse(format!(
             "the parser crashed: {join}"
-        )))
-    });
-    let (parsed, readings) = match parsed {
-        Ok(p) => p,
+        ))))
+    })?;
+    match recorded {
+        Ok(outcome) => Ok(outcome),
         Err(e) => {
             let err = FetchError {
                 kind: e.kind(),
                 message: e.to_string(),
-                status: Some(fetched.status),
+                status: Some(status),
                 retry_after: None,
-                elapsed: fetched.elapsed,
+                elapsed,
             };
-            return record_failure(store, feed, &url, err, streak, limits);
+            failure(store, feed, &url, err, streak, limits).await
         }
+    }
+}
+
+/// Parses a fetched body, reads each new or changed article, and appends the poll's
+/// events in one batch (blocking: run on the blocking pool). A body that is not a
+/// feed is the inner error, for the caller to record as a failed poll.
+fn record_fetched(
+    store: &EventStore,
+    feed: &FeedConfig,
+    detector: &Arc<Detector>,
+    fetched: crate::fetch::Fetched,
+    mut polled: FeedPolled,
+) -> Result<Result<PollOutcome, feed::FeedError>, StoreError> {
+    let parsed = match feed::parse(
+        &fetched.body,
+        FeedContext {
+            feed_id: &feed.id,
+            url: &fetched.final_url,
+            content_type: fetched.content_type.as_deref(),
+            lang_hint: feed.lang.as_deref(),
+            outlet: feed.name.as_deref(),
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
     };
+    // The body is parsed: its bytes need not wait for the write.
+    drop(fetched);
     polled.items = parsed.items as u32;
     let ttl = parsed.ttl_minutes.map(|m| u64::from(m) * 60);
     polled.min_interval_s = match (polled.min_interval_s, ttl) {
@@ -200,11 +235,13 @@ async fn poll_inner(
             .map(|a| Articles::fingerprint(conn, &a.article_id))
             .collect::<rusqlite::Result<Vec<_>>>()
     })?;
-    for ((article, known), reading) in parsed.articles.into_iter().zip(fingerprints).zip(readings) {
+    for (article, known) in parsed.articles.into_iter().zip(fingerprints) {
         let changed = known
             .as_ref()
             .is_none_or(|(hash, _)| *hash != article.content_hash);
+        // Unchanged articles are not read again.
         let detection = changed.then(|| {
+            let reading = observe::classify(detector, &article.body);
             observe::events(
                 detector,
                 &reading,
@@ -212,6 +249,8 @@ async fn poll_inner(
                 &feed.id,
                 &article.content_hash,
                 &article.body,
+                // A revision may undo a relevant reading of the earlier text.
+                known.is_some(),
             )
         });
         match known {
@@ -264,11 +303,24 @@ async fn poll_inner(
     )];
     batch.extend(article_events);
     store.append(batch)?;
-    Ok(PollOutcome::Polled {
+    Ok(Ok(PollOutcome::Polled {
         status,
         new,
         revised,
-    })
+    }))
+}
+
+/// Records a failed poll off the async workers.
+async fn failure(
+    store: &EventStore,
+    feed: &FeedConfig,
+    url: &Url,
+    err: FetchError,
+    previous_streak: u32,
+    limits: &FetchLimits,
+) -> Result<PollOutcome, StoreError> {
+    let (store, feed, url, limits) = (store.clone(), feed.clone(), url.clone(), limits.clone());
+    blocking(move || record_failure(&store, &feed, &url, err, previous_streak, &limits)).await
 }
 
 fn record_failure(

@@ -1,5 +1,9 @@
-//! Detection's results as events: an `ArticleClassified` for every article read and a
-//! `StanceObserved` for every stance found in it. Used at ingestion and when history
+//! Detection's results as events: an `ArticleClassified` for every reading that finds
+//! an article relevant to a topic (or that replaces one that did), and a
+//! `StanceObserved` for every stance found in it. An article that no topic finds
+//! relevant, read for the first time, leaves no reading in the log: most of what
+//! feeds carry is about something else, its discovery holds the text, and the reading
+//! can be made again from that text at any time (`vigia replay --reclassify`). Used at ingestion and when history
 //! is reclassified under new rules; idempotency keys name the article text and the
 //! rules, so the same reading is never recorded twice, and a new rules version appends
 //! new events while the old ones stay in the log.
@@ -19,7 +23,9 @@ pub fn classify(detector: &Detector, body: &ArticleBody) -> Classification {
     })
 }
 
-/// The events that record one reading of one article.
+/// The events that record one reading of one article: none when the reading finds
+/// nothing relevant and there is no earlier relevant reading (`replaces_relevant`) to
+/// undo.
 pub fn events(
     detector: &Detector,
     classification: &Classification,
@@ -27,7 +33,11 @@ pub fn events(
     feed: &str,
     content_hash: &str,
     body: &ArticleBody,
+    replaces_relevant: bool,
 ) -> Vec<NewEvent> {
+    if classification.topics.is_empty() && classification.stances.is_empty() && !replaces_relevant {
+        return Vec::new();
+    }
     let rules = &detector.rules_hash;
     let stream = article_stream(article_id);
     let mut out = vec![NewEvent::new(
@@ -85,6 +95,7 @@ pub fn events(
 /// refetching. Returns (articles read, articles whose reading was new).
 pub fn reclassify(detector: &Detector, store: &EventStore) -> Result<(u64, u64), StoreError> {
     let articles: Vec<ArticleRow> = store.read(crate::projections::Articles::all)?;
+    let relevant = store.read(crate::projections::Detections::relevant_articles)?;
     let mut changed = 0;
     for chunk in articles.chunks(500) {
         let mut batch = Vec::new();
@@ -97,6 +108,7 @@ pub fn reclassify(detector: &Detector, store: &EventStore) -> Result<(u64, u64),
                 &a.feed_id,
                 &a.content_hash,
                 &a.body,
+                relevant.contains(&a.article_id),
             ));
         }
         let appended = store.append(batch)?;

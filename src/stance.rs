@@ -54,8 +54,10 @@ fn observations(conn: &Connection, since: DateTime<Utc>) -> rusqlite::Result<Vec
     let seen_after = (since - Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut stmt = conn.prepare(
         "SELECT o.article_id, o.feed_id, o.topic, o.issue, o.actor, o.stance, o.confidence, o.evidence, o.observed_at,
-                o.published, a.title, a.summary, a.url, COALESCE(a.outlet, o.outlet)
+                o.published, a.title, COALESCE(json_extract(e.payload, '$.summary'), ''),
+                a.url, COALESCE(a.outlet, o.outlet)
          FROM stance_observations o JOIN articles a ON a.article_id = o.article_id
+             JOIN events e ON e.seq = a.body_seq
          WHERE o.observed_at >= ?1 ORDER BY a.discovered_at, o.seq",
     )?;
     let rows = stmt.query_map([seen_after], |r| {

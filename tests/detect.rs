@@ -368,7 +368,8 @@ terms = ["treaty", "tratado", "deliveries", "entregas de agua"]
 
 mod pipeline {
     //! Detection inside the pipeline, through the real binary: each ingested article
-    //! gets a classification event and its stances; a rules change is applied to
+    //! that a topic finds relevant gets a classification event and its stances (one
+    //! that none does leaves only its discovery); a rules change is applied to
     //! stored history by `vigia replay --reclassify` without refetching.
 
     use crate::util::{count_kind, events, rss, shipped_topics, vigia_ok, Dir, FeedServer};
@@ -408,10 +409,11 @@ mod pipeline {
         write_config(&dir, &server.url("wire.xml"), &shipped_topics());
         vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
         let first = events(&dir);
+        assert_eq!(count_kind(&first, "ArticleDiscovered"), 2);
         assert_eq!(
             count_kind(&first, "ArticleClassified"),
-            2,
-            "one reading per article"
+            1,
+            "a reading for the relevant article only"
         );
         let observed: Vec<_> = first
             .iter()
@@ -431,7 +433,7 @@ mod pipeline {
 
         // Reclassifying under the same rules records nothing new.
         vigia_ok(&["--config", "vigia.toml", "replay", "--reclassify"], &dir);
-        assert_eq!(count_kind(&events(&dir), "ArticleClassified"), 2);
+        assert_eq!(count_kind(&events(&dir), "ArticleClassified"), 1);
 
         // A new topic that matches the park story; history is read again, not refetched.
         let requests = server.stats(|s| s.requests);
@@ -447,7 +449,7 @@ mod pipeline {
         let after = events(&dir);
         assert_eq!(
             count_kind(&after, "ArticleClassified"),
-            4,
+            3,
             "earlier classifications stay in the log"
         );
         let park = after
@@ -474,13 +476,29 @@ mod pipeline {
         );
         // The projection holds the latest reading only.
         let conn = rusqlite::Connection::open(dir.db()).unwrap();
-        let parks: i64 = conn
+        let park_rows: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM article_topics WHERE topic = 'parks'",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(parks, 1);
+        assert_eq!(park_rows, 1);
+        drop(conn);
+
+        // Rules under which the Mexico story is no longer relevant: its earlier
+        // relevant reading is replaced by one that says so; the park story keeps its topic.
+        write_config(&dir, &server.url("wire.xml"), parks);
+        let out = vigia_ok(&["--config", "vigia.toml", "replay", "--reclassify"], &dir);
+        assert!(out.contains("2 new readings"), "{out}");
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        let mexico: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM article_topics WHERE topic = 'us-mx-security'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(mexico, 0, "the stale relevant reading is gone");
     }
 }

@@ -376,10 +376,15 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// An article as `vigia classify` reads it; only id and title are required.
+/// The async runtime: a worker per core, and a blocking pool sized to the machine
+/// rather than tokio's 512 threads. Blocking work here is SQLite and CPU (parsing,
+/// detection), which more threads than cores only slow down, and every extra thread
+/// costs its stack and, under glibc, may cost a malloc arena of its own.
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(4 * cores + 4)
         .build()
         .context("starting the async runtime")
 }

@@ -211,8 +211,10 @@ fn stories(
     shown: &HashSet<String>,
 ) -> rusqlite::Result<Vec<StoryView>> {
     let mut stmt = conn.prepare(
-        "SELECT a.article_id, a.title, a.summary, a.url, a.outlet, a.published
+        "SELECT a.article_id, a.title, COALESCE(json_extract(e.payload, '$.summary'), ''),
+                a.url, a.outlet, a.published
          FROM article_topics t JOIN articles a ON a.article_id = t.article_id
+             JOIN events e ON e.seq = a.body_seq
          WHERE t.topic = ?1 AND a.discovered_at > ?2 ORDER BY a.discovered_at, a.article_id LIMIT 2000",
     )?;
     type Row = (

@@ -1,6 +1,9 @@
-//! Articles: the current text of every article ever seen, with its revision number.
-//! Ingestion reads it to tell a new item from a changed or unchanged one; detection
-//! reads it to reclassify history without refetching.
+//! Articles: every article ever seen, with its revision number and a pointer to the
+//! event that holds its current text (`body_seq`): the text itself is stored once, in
+//! that event's payload, and read from there (SQLite's `json_extract`) by the few who
+//! need the summary and content. Ingestion reads this to tell a new item from a
+//! changed or unchanged one; detection reads it to reclassify history without
+//! refetching.
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
@@ -32,9 +35,9 @@ impl Projection for Articles {
         match event {
             Event::ArticleDiscovered(a) => {
                 tx.prepare_cached(
-                    "INSERT INTO articles (article_id, feed_id, guid, url, title, summary, content, lang, published,
-                         content_hash, revision, discovered_at, outlet)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12)
+                    "INSERT INTO articles (article_id, feed_id, guid, url, title, lang, published,
+                         content_hash, revision, body_seq, discovered_at, outlet)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11)
                      ON CONFLICT (article_id) DO NOTHING",
                 )?
                 .execute(rusqlite::params![
@@ -43,27 +46,25 @@ impl Projection for Articles {
                     a.guid,
                     a.body.url,
                     a.body.title,
-                    a.body.summary,
-                    a.body.content,
                     a.body.lang,
                     a.body.published,
                     a.content_hash,
+                    stored.seq,
                     stored.recorded_at,
                     a.body.outlet
                 ])?;
             }
             Event::ArticleRevised(a) => {
                 tx.prepare_cached(
-                    "UPDATE articles SET url = ?2, title = ?3, summary = ?4, content = ?5, lang = ?6,
-                         published = ?7, content_hash = ?8, revision = ?9, revised_at = ?10
+                    "UPDATE articles SET url = ?2, title = ?3, body_seq = ?4, lang = ?5,
+                         published = ?6, content_hash = ?7, revision = ?8, revised_at = ?9
                      WHERE article_id = ?1",
                 )?
                 .execute(rusqlite::params![
                     a.article_id,
                     a.body.url,
                     a.body.title,
-                    a.body.summary,
-                    a.body.content,
+                    stored.seq,
                     a.body.lang,
                     a.body.published,
                     a.content_hash,
@@ -100,7 +101,7 @@ impl Articles {
 
     /// One stored article.
     pub fn get(conn: &Connection, article_id: &str) -> rusqlite::Result<Option<ArticleRow>> {
-        conn.prepare_cached(&format!("{SELECT_ROW} WHERE article_id = ?1"))?
+        conn.prepare_cached(&format!("{SELECT_ROW} WHERE a.article_id = ?1"))?
             .query_row([article_id], row)
             .optional()
     }
@@ -111,13 +112,20 @@ impl Articles {
 
     /// Every stored article, in discovery order.
     pub fn all(conn: &Connection) -> rusqlite::Result<Vec<ArticleRow>> {
-        let mut stmt = conn.prepare(&format!("{SELECT_ROW} ORDER BY discovered_at, article_id"))?;
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT_ROW} ORDER BY a.discovered_at, a.article_id"
+        ))?;
         let rows = stmt.query_map([], row)?;
         rows.collect()
     }
 }
 
-const SELECT_ROW: &str = "SELECT article_id, feed_id, url, title, summary, content, lang, published, content_hash, revision, outlet FROM articles";
+/// A row with its text, read from the event that holds it.
+const SELECT_ROW: &str = "SELECT a.article_id, a.feed_id, a.url, a.title,
+        COALESCE(json_extract(e.payload, '$.summary'), ''),
+        COALESCE(json_extract(e.payload, '$.content'), ''),
+        a.lang, a.published, a.content_hash, a.revision, a.outlet
+    FROM articles a JOIN events e ON e.seq = a.body_seq";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArticleRow> {
     Ok(ArticleRow {

@@ -92,6 +92,15 @@ pub struct RelevantArticle {
 }
 
 impl Detections {
+    /// The articles whose latest reading found them relevant to some topic.
+    pub fn relevant_articles(
+        conn: &Connection,
+    ) -> rusqlite::Result<std::collections::HashSet<String>> {
+        let mut stmt = conn.prepare("SELECT DISTINCT article_id FROM article_topics")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    }
+
     /// The newest relevant articles (of any topic), newest first, at most `limit`.
     /// Articles are inserted once, in discovery order, so walking the table backwards
     /// by rowid and probing their topics reads about `limit` rows however large the
@@ -101,8 +110,11 @@ impl Detections {
         limit: usize,
     ) -> rusqlite::Result<Vec<RelevantArticle>> {
         let mut stmt = conn.prepare_cached(
-            "SELECT a.article_id, t.topic, a.title, a.summary, a.url, a.outlet, a.published, a.discovered_at
+            "SELECT a.article_id, t.topic, a.title,
+                    COALESCE(json_extract(e.payload, '$.summary'), ''),
+                    a.url, a.outlet, a.published, a.discovered_at
              FROM articles a JOIN article_topics t ON t.article_id = a.article_id
+                 JOIN events e ON e.seq = a.body_seq
              ORDER BY a.rowid DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {

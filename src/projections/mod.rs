@@ -27,6 +27,9 @@ pub use subscribers::{SubscriberRow, Subscribers};
 
 /// Events applied per transaction: bounds memory and the length of the writer's lock.
 const CHUNK: usize = 20_000;
+/// Payload bytes applied in one transaction, at most (about: the event that crosses it
+/// is the last).
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 pub trait Projection: Send + Sync {
     /// Its name in `projection_checkpoints`.
@@ -59,9 +62,9 @@ pub fn all() -> Vec<Box<dyn Projection>> {
 pub fn catch_up(store: &EventStore) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        let applied = store.write(|tx| apply_chunk(tx, &all()))?;
+        let (applied, more) = store.write(|tx| apply_chunk(tx, &all()))?;
         total += applied;
-        if applied < CHUNK as u64 {
+        if !more {
             return Ok(total);
         }
     }
@@ -95,45 +98,54 @@ fn checkpoint(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<u64> {
         .unwrap_or(0))
 }
 
-/// Applies up to `CHUNK` events to every projection that has not seen them, within the
-/// caller's transaction, and moves the checkpoints. Returns the number of events read.
+/// Applies the next events to every projection that has not seen them, within the
+/// caller's transaction, and moves the checkpoints: at most `CHUNK` events or about
+/// `CHUNK_BYTES` of payload, whichever comes first, read one row at a time, so a
+/// transaction's size and the memory it takes stay bounded however far behind the
+/// projections are. Returns the events read, and whether more may follow.
 fn apply_chunk(
     tx: &Transaction<'_>,
     projections: &[Box<dyn Projection>],
-) -> Result<u64, StoreError> {
+) -> Result<(u64, bool), StoreError> {
     let checkpoints = projections
         .iter()
         .map(|p| checkpoint(tx, p.name()))
         .collect::<rusqlite::Result<Vec<u64>>>()?;
     let Some(&from) = checkpoints.iter().min() else {
-        return Ok(0);
+        return Ok((0, false));
     };
     let mut stmt = tx.prepare_cached(
         "SELECT seq, stream, version, kind, schema_version, payload, recorded_at, idempotency_key
          FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let events = stmt
-        .query_map(rusqlite::params![from, CHUNK as i64], StoredEvent::from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    drop(stmt);
-    let Some(last) = events.last().map(|e| e.seq) else {
-        return Ok(0);
-    };
-    for stored in &events {
+    let mut rows = stmt.query(rusqlite::params![from, CHUNK as i64])?;
+    let (mut read, mut bytes, mut last) = (0u64, 0usize, None);
+    while let Some(row) = rows.next()? {
+        let stored = StoredEvent::from_row(row)?;
+        read += 1;
+        bytes += stored.payload.get().len();
+        last = Some(stored.seq);
         let interested: Vec<&Box<dyn Projection>> = projections
             .iter()
             .zip(&checkpoints)
             .filter(|(p, &cp)| stored.seq > cp && p.handles(&stored.kind))
             .map(|(p, _)| p)
             .collect();
-        if interested.is_empty() {
-            continue;
+        if !interested.is_empty() {
+            let event = stored.decode()?;
+            for projection in interested {
+                projection.apply(tx, &stored, &event)?;
+            }
         }
-        let event = stored.decode()?;
-        for projection in interested {
-            projection.apply(tx, stored, &event)?;
+        if bytes >= CHUNK_BYTES {
+            break;
         }
     }
+    drop(rows);
+    drop(stmt);
+    let Some(last) = last else {
+        return Ok((0, false));
+    };
     for projection in projections {
         tx.execute(
             "INSERT INTO projection_checkpoints (projection, seq) VALUES (?1, ?2)
@@ -141,5 +153,5 @@ fn apply_chunk(
             rusqlite::params![projection.name(), last],
         )?;
     }
-    Ok(events.len() as u64)
+    Ok((read, read == CHUNK as u64 || bytes >= CHUNK_BYTES))
 }

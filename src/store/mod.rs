@@ -27,6 +27,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0003_detection.sql")),
     M::up(include_str!("../../migrations/0004_stances_digests.sql")),
     M::up(include_str!("../../migrations/0005_subscriptions_web.sql")),
+    M::up(include_str!("../../migrations/0006_article_text_once.sql")),
 ];
 
 /// How long a connection waits for another process's lock before giving up.
@@ -76,6 +77,8 @@ pub enum StoreError {
     WriterGone,
     #[error("the write was not recorded: {0}")]
     Write(String),
+    #[error("a store task stopped before it finished: {0}")]
+    Panicked(String),
 }
 
 impl StoreError {
@@ -414,6 +417,14 @@ fn connect(path: &Path, options: &OpenOptions) -> Result<Connection, StoreError>
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|e| StoreError::from_sqlite(e, path))?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| StoreError::from_sqlite(e, path))?;
+    // Each append request runs under a savepoint; its rollback journal (and any sort
+    // or temporary index) stays in memory instead of a temporary file written for
+    // every page a batch touches. The page cache is sized, not left to the default:
+    // 2 MB per connection.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(|e| StoreError::from_sqlite(e, path))?;
+    conn.pragma_update(None, "cache_size", -2048)
         .map_err(|e| StoreError::from_sqlite(e, path))?;
     if let Some(pages) = options.max_pages {
         conn.pragma_update(None, "max_page_count", pages)
