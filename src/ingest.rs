@@ -169,8 +169,7 @@ async fn poll_inner(
         .map_err(|_| StoreError::Panicked("the CPU slots were closed".into()))?;
     let (store2, feed2, detector2) = (store.clone(), feed.clone(), detector.clone());
     let recorded = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        record_fetched(&store2, &feed2, &detector2, fetched, polled)
+        record_fetched(&store2, &feed2, &detector2, fetched, polled, slot)
     })
     .await
     .unwrap_or_else(|join| {
@@ -196,13 +195,19 @@ async fn poll_inner(
 /// Parses a fetched body, reads each new or changed article, and appends the poll's
 /// events in one batch (blocking: run on the blocking pool). A body that is not a
 /// feed is the inner error, for the caller to record as a failed poll.
+///
+/// The CPU slot is given back before the append waits for the writer, so other polls
+/// parse while this one is written; the fetch slot is kept until the append is done,
+/// so batches waiting for the writer stay as few as fetches in flight.
 fn record_fetched(
     store: &EventStore,
     feed: &FeedConfig,
     detector: &Arc<Detector>,
-    fetched: crate::fetch::Fetched,
+    mut fetched: crate::fetch::Fetched,
     mut polled: FeedPolled,
+    cpu_slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Result<PollOutcome, feed::FeedError>, StoreError> {
+    let _fetch_slot = fetched.slot.take();
     let parsed = match feed::parse(
         &fetched.body,
         FeedContext {
@@ -302,6 +307,7 @@ fn record_fetched(
         Event::FeedPolled(polled),
     )];
     batch.extend(article_events);
+    drop(cpu_slot);
     store.append(batch)?;
     Ok(Ok(PollOutcome::Polled {
         status,

@@ -33,10 +33,17 @@ struct JobDone {
 
 enum Request {
     Append {
-        events: Vec<NewEvent>,
+        events: Vec<Encoded>,
         reply: mpsc::Sender<Result<Vec<Appended>, StoreError>>,
     },
     Job(WriteJob),
+}
+
+/// An event with its payload already encoded: the caller's thread does the JSON, so
+/// the one writer thread only writes.
+struct Encoded {
+    new: NewEvent,
+    payload: String,
 }
 
 pub(super) struct Writer {
@@ -54,6 +61,15 @@ impl Writer {
     }
 
     pub(super) fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let events = events
+            .into_iter()
+            .map(|new| {
+                Ok(Encoded {
+                    payload: new.event.payload_text()?,
+                    new,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let (reply, answer) = mpsc::channel();
         self.requests
             .send(Request::Append { events, reply })
@@ -114,32 +130,35 @@ fn write_group(
     conn: &mut Connection,
     path: &Path,
     head: &watch::Sender<u64>,
-    group: Vec<(Vec<NewEvent>, Reply)>,
+    group: Vec<(Vec<Encoded>, Reply)>,
 ) {
     if group.is_empty() {
         return;
     }
-    let mut results: Vec<Result<Vec<Appended>, StoreError>> = Vec::with_capacity(group.len());
+    let (batches, replies): (Vec<Vec<Encoded>>, Vec<Reply>) = group.into_iter().unzip();
+    let mut results: Vec<Result<Vec<Appended>, StoreError>> = Vec::with_capacity(batches.len());
     let outcome = (|| -> Result<u64, StoreError> {
-        let mut tx = conn
+        let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| StoreError::from_sqlite(e, path))?;
-        for (events, _) in &group {
-            let mut savepoint = tx
-                .savepoint()
-                .map_err(|e| StoreError::from_sqlite(e, path))?;
-            match append_all(&savepoint, events, path) {
+        // Each request under its own savepoint (prepared once, not parsed per
+        // request), so one caller's conflict does not undo another's events.
+        let step = |tx: &Transaction<'_>, sql: &str| -> Result<(), StoreError> {
+            tx.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute([]))
+                .map(|_| ())
+                .map_err(|e| StoreError::from_sqlite(e, path))
+        };
+        for events in batches {
+            step(&tx, "SAVEPOINT append_request")?;
+            match append_all(&tx, events, path) {
                 Ok(appended) => {
-                    savepoint
-                        .commit()
-                        .map_err(|e| StoreError::from_sqlite(e, path))?;
+                    step(&tx, "RELEASE append_request")?;
                     results.push(Ok(appended));
                 }
                 Err(err) => {
-                    savepoint
-                        .rollback()
-                        .map_err(|e| StoreError::from_sqlite(e, path))?;
-                    drop(savepoint);
+                    step(&tx, "ROLLBACK TO append_request")?;
+                    step(&tx, "RELEASE append_request")?;
                     results.push(Err(err));
                 }
             }
@@ -157,13 +176,13 @@ fn write_group(
                 *current = seq;
                 moved
             });
-            for ((_, reply), result) in group.into_iter().zip(results) {
+            for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
         }
         Err(err) => {
             // The transaction did not commit: nothing of the group is in the log.
-            for (_, reply) in group {
+            for reply in replies {
                 let _ = reply.send(Err(err.for_another_caller()));
             }
         }
@@ -190,12 +209,12 @@ fn run_job(conn: &mut Connection, path: &Path, job: WriteJob) {
 
 fn append_all(
     tx: &Connection,
-    events: &[NewEvent],
+    events: Vec<Encoded>,
     path: &Path,
 ) -> Result<Vec<Appended>, StoreError> {
     let recorded_at = now_rfc3339();
     let mut out = Vec::with_capacity(events.len());
-    for new in events {
+    for Encoded { new, payload } in events {
         if let Some(key) = &new.idempotency_key {
             let existing = tx
                 .prepare_cached(&format!("{SELECT_EVENT} WHERE idempotency_key = ?1"))
@@ -222,7 +241,6 @@ fn append_all(
                 actual: current,
             });
         }
-        let payload_text = new.event.payload_text()?;
         let version = current + 1;
         let seq: u64 = tx
             .prepare_cached(
@@ -236,7 +254,7 @@ fn append_all(
                         version,
                         new.event.kind(),
                         new.event.schema_version(),
-                        &payload_text,
+                        &payload,
                         recorded_at,
                         new.idempotency_key
                     ],
@@ -252,7 +270,7 @@ fn append_all(
             schema_version: new.event.schema_version(),
             recorded_at: recorded_at.clone(),
             idempotency_key: new.idempotency_key.clone(),
-            payload: serde_json::value::RawValue::from_string(payload_text)?,
+            payload: serde_json::value::RawValue::from_string(payload)?,
         }));
     }
     Ok(out)
