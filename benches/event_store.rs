@@ -83,6 +83,16 @@ fn appends(c: &mut Criterion) {
             store.append(batch.collect()).unwrap();
         })
     });
+    // Small events: poll outcomes (about 250 bytes of payload) on a hundred streams.
+    group.bench_function("small events, batches of 1000", |b| {
+        b.iter(|| {
+            let batch = (0..1000).map(|_| {
+                i += 1;
+                NewEvent::new(format!("feed:{}", i % 100), polled(i))
+            });
+            store.append(batch.collect()).unwrap();
+        })
+    });
     group.finish();
 }
 

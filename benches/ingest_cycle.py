@@ -11,7 +11,12 @@ Each run's wall time and peak resident memory (GNU time), then the database's si
 against the article text it holds (title + summary + content, in bytes), and where the
 bytes go (SQLite's dbstat, by table and index). Medians over --runs.
 
-    python3 benches/ingest_cycle.py [--runs 3] [--bin target/release/vigia]
+    python3 benches/ingest_cycle.py [--runs 3] [--bin target/release/vigia] [--learned]
+
+The config is the acceptance harness's: the project's topics with the bench's feeds.
+Its topic's examples path does not resolve from the bench's folder, so the topic is
+read by its rules alone; --learned points it at config/examples/ so the learned reader
+(loaded, and run on every article) is in the measurement too.
 
 Uses ../shared/acceptance/harness.py for nginx (it installs nginx-light when missing).
 """
@@ -82,6 +87,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "vigia"))
+    ap.add_argument("--learned", action="store_true", help="use the shipped examples and model")
     args = ap.parse_args()
     if not Path("/usr/bin/time").exists():
         subprocess.run("apt-get install -y -qq time", shell=True)
@@ -101,6 +107,8 @@ def main():
             d.mkdir()
             cfg = h.write_config(d, [(f"f{i}", u) for i, u in enumerate(urls)], mail_dir=d / "out")
             text = Path(cfg).read_text().replace("[mail]", "[daemon.fetch]\nmax_per_host = 64\nmax_concurrent = 64\n\n[mail]", 1)
+            if args.learned:
+                text = text.replace('examples = "examples/', f'examples = "{ROOT}/config/examples/')
             Path(cfg).write_text(text)
             vigia = [args.bin, "--config", cfg, "-q", "run", "--once"]
             t = time.monotonic()
@@ -118,7 +126,8 @@ def main():
         med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
         floor = statistics.median(curl)
         size = sum(p.stat().st_size for p in feeds.iterdir()) / FEEDS / 1024
-        print(f"{FEEDS} feeds x {ITEMS} items, {size:.1f} KB a feed, median of {args.runs} runs")
+        reader = "rules and the learned reader" if args.learned else "rules alone"
+        print(f"{FEEDS} feeds x {ITEMS} items, {size:.1f} KB a feed, read by {reader}, median of {args.runs} runs")
         print(f"curl --parallel     : {floor:.2f} s (the floor)")
         print(f"cold run --once     : {med(cold, 0):.2f} s ({med(cold, 0) / floor:.0f}x the floor), peak {med(cold, 1):.0f} MB")
         print(f"{CHANGED} new items      : {med(new, 0):.2f} s, peak {med(new, 1):.0f} MB")

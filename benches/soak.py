@@ -139,7 +139,17 @@ def main():
     print(f"open fds: first {fds[0]}, median {statistics.median(fds)}, max {max(fds)}, last {fds[-1]}")
     print(f"samples (s, MB, fds): {samples}")
     print(f"exit {rc}; panics: {panics}; items lost: {len(lost)} {lost[:5]}; digests undelivered: {len(undelivered)}")
-    ok = rc == 0 and not panics and not lost and not undelivered
+    # Flat after warming up: the first hour of a long soak (a third of a short one) may
+    # grow while caches fill; after it, resident memory must stay within 10% (+2 MB)
+    # of what it was when the warm-up ended.
+    warm_s = min(3600, args.minutes * 60 / 3)
+    warm = [mb for t, mb, _ in samples if t <= warm_s] or rss[:1]
+    later = [mb for t, mb, _ in samples if t > warm_s] or rss[-1:]
+    ceiling = max(warm) * 1.10 + 2
+    flat = max(later) <= ceiling
+    print(f"memory after a {warm_s / 60:.0f}-minute warm-up: max {max(later)} MB against a ceiling of "
+          f"{ceiling:.0f} MB: {'flat' if flat else 'GROWING'}")
+    ok = rc == 0 and not panics and not lost and not undelivered and flat
     print("soak: OK" if ok else "soak: FAILED")
     return 0 if ok else 1
 

@@ -390,6 +390,14 @@ macro_rules! events {
                 }
             }
 
+            /// The payload as JSON, ready to store and to hand back without parsing it
+            /// again.
+            pub fn payload_raw(&self) -> Result<Box<serde_json::value::RawValue>, serde_json::Error> {
+                match self {
+                    $(Event::$kind(p) => serde_json::value::to_raw_value(p),)+
+                }
+            }
+
             /// Reads a stored payload; one from an older schema version is upcast first.
             pub fn decode(kind: &str, schema_version: u32, payload: &str) -> Result<Event, DecodeError> {
                 let failed = |source| DecodeError::Payload { kind: kind.to_string(), source };
