@@ -69,8 +69,12 @@ def sizes(db):
     """(database bytes, article text bytes, {table or index: bytes}) after a checkpoint."""
     con = sqlite3.connect(db)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    # The text of each article's current version, where the log holds it.
-    text = con.execute(
+    columns = {row[1] for row in con.execute("PRAGMA table_info(articles)")}
+    # The text of each article's current version, where the log holds it (or, in a
+    # database from before the text was stored once, where the projection copied it).
+    old = ("SELECT COALESCE(SUM(length(CAST(title AS BLOB)) + length(CAST(summary AS BLOB)) "
+           "+ length(CAST(content AS BLOB))), 0) FROM articles")
+    text = con.execute(old).fetchone()[0] if "body_seq" not in columns else con.execute(
         "SELECT COALESCE(SUM(length(CAST(json_extract(e.payload, '$.title') AS BLOB)) "
         "+ length(CAST(COALESCE(json_extract(e.payload, '$.summary'), '') AS BLOB)) "
         "+ length(CAST(COALESCE(json_extract(e.payload, '$.content'), '') AS BLOB))), 0) "
