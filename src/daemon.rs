@@ -22,6 +22,7 @@ use crate::ingest::{self, PollOutcome};
 use crate::projections::{self, FeedHealth, FeedHealthRow};
 use crate::service::Health;
 use crate::store::{EventStore, NewEvent};
+use crate::web::client::TrustedProxies;
 use crate::web::tokens::{KeyFile, KeyFileState, LinkSigner};
 
 /// What one cycle did.
@@ -322,7 +323,7 @@ pub async fn run(
             listener,
             crate::web::routes(Arc::new(web)),
             crate::web::listener::Limits::public(),
-            trusted_proxies(&config),
+            TrustedProxies::from_config(&config),
             stop(),
         )));
     }
@@ -423,7 +424,7 @@ pub async fn run(
                         {
                             tracing::warn!("a new listen or ops_listen address takes effect at the next restart");
                         }
-                        if trusted_proxies(&new_config) != trusted_proxies(&config) {
+                        if TrustedProxies::from_config(&new_config) != TrustedProxies::from_config(&config) {
                             tracing::warn!("the listener's per-client cap sees new trusted_proxies at the next restart (the form's limits see them now)");
                         }
                         let _ = links_tx.send(new_signer);
@@ -488,7 +489,7 @@ fn reloaded(
         new.daemon.database = current.daemon.database.clone();
     }
     let same_key_source = match (&current.web, &new.web) {
-        (Some(a), Some(b)) => format!("{:?}", a.secret) == format!("{:?}", b.secret),
+        (Some(a), Some(b)) => a.secret == b.secret,
         _ => false,
     };
     let missing = if same_key_source {
@@ -500,16 +501,6 @@ fn reloaded(
     let detector = Arc::new(detector_for(&new, store)?);
     apply(&new, store, &detector)?;
     Ok((new, detector, signer))
-}
-
-fn trusted_proxies(config: &Config) -> crate::web::client::TrustedProxies {
-    crate::web::client::TrustedProxies::new(
-        config
-            .web
-            .as_ref()
-            .map(|w| w.trusted_proxies.clone())
-            .unwrap_or_default(),
-    )
 }
 
 /// The config's detector: its rules, and each topic's learned reader (the model file

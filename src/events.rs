@@ -383,13 +383,6 @@ macro_rules! events {
                 }
             }
 
-            /// The payload as JSON text, as the log stores it.
-            pub fn payload_text(&self) -> Result<String, serde_json::Error> {
-                match self {
-                    $(Event::$kind(p) => serde_json::to_string(p),)+
-                }
-            }
-
             /// The payload as JSON, ready to store and to hand back without parsing it
             /// again.
             pub fn payload_raw(&self) -> Result<Box<serde_json::value::RawValue>, serde_json::Error> {
@@ -504,12 +497,12 @@ mod tests {
             streak: 2,
             retry_not_before: None,
         });
-        let json: Value = serde_json::from_str(&event.payload_text().unwrap()).unwrap();
+        let json: Value = serde_json::from_str(event.payload_raw().unwrap().get()).unwrap();
         assert_eq!(json["kind"], "timeout");
         let back = Event::decode(
             event.kind(),
             event.schema_version(),
-            &event.payload_text().unwrap(),
+            event.payload_raw().unwrap().get(),
         )
         .unwrap();
         assert_eq!(back, event);

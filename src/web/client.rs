@@ -27,6 +27,17 @@ impl TrustedProxies {
         TrustedProxies(nets)
     }
 
+    /// The config's `[web] trusted_proxies` (none without `[web]`).
+    pub fn from_config(config: &crate::config::Config) -> TrustedProxies {
+        TrustedProxies(
+            config
+                .web
+                .as_ref()
+                .map(|w| w.trusted_proxies.clone())
+                .unwrap_or_default(),
+        )
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.0.iter().any(|net| net.contains(&ip))

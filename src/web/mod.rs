@@ -138,11 +138,7 @@ impl Web {
     }
 
     fn trusted_proxies(&self) -> client::TrustedProxies {
-        self.config()
-            .web
-            .as_ref()
-            .map(|w| client::TrustedProxies::new(w.trusted_proxies.clone()))
-            .unwrap_or_default()
+        client::TrustedProxies::from_config(&self.config())
     }
 
     fn self_service(&self) -> bool {
