@@ -12,6 +12,11 @@ against the article text it holds (title + summary + content, in bytes), and whe
 bytes go (SQLite's dbstat, by table and index). Medians over --runs.
 
     python3 benches/ingest_cycle.py [--runs 3] [--bin target/release/vigia] [--learned]
+    python3 benches/ingest_cycle.py --articles 1000000
+
+--articles N instead grows one database to N articles, a cold cycle of 20,000 fresh
+items at a time, and reports the size ratio at that scale and how the cycle's time and
+memory moved from the first cycle to the last.
 
 The config is the acceptance harness's: the project's topics with the bench's feeds.
 Its topic's examples path does not resolve from the bench's folder, so the topic is
@@ -40,17 +45,18 @@ WORDS = ("council budget roads lighting review members debate vote spending dist
          "committee report mayor schools parks transit water housing plan hearing").split()
 
 
-def item(i, j):
+def item(i, j, rnd=0):
     # About 900 bytes of text, different for every item (so nothing dedupes it away).
-    words = [WORDS[(i * 7 + j * 13 + k * k) % len(WORDS)] for k in range(120)]
-    return dict(guid=f"f{i}-{j}", title=f"Outlet {i}: council votes on budget line {j} after a long debate",
-                summary=f"Item {j} of outlet {i}. " + " ".join(words).capitalize() + ".",
+    words = [WORDS[(i * 7 + j * 13 + rnd * 5 + k * k) % len(WORDS)] for k in range(120)]
+    tag = f"-r{rnd}" if rnd else ""
+    return dict(guid=f"f{i}-{j}{tag}", title=f"Outlet {i}: council votes on budget line {j}{tag} after a long debate",
+                summary=f"Item {j}{tag} of outlet {i}. " + " ".join(words).capitalize() + ".",
                 link=f"http://outlet{i}.example/local/{j}?utm_source=rss",
                 date=formatdate(time.time() - j * 3600, usegmt=True))
 
 
-def write_feed(folder, i, items):
-    (folder / f"f{i}.xml").write_text(h.rss(f"outlet {i}", [item(i, j) for j in range(items)]))
+def write_feed(folder, i, items, rnd=0):
+    (folder / f"f{i}.xml").write_text(h.rss(f"outlet {i}", [item(i, j, rnd) for j in range(items)]))
 
 
 def timed(cmd):
@@ -87,11 +93,47 @@ def sizes(db):
     return Path(db).stat().st_size, text, parts
 
 
+def config(d, urls, learned):
+    cfg = h.write_config(d, [(f"f{i}", u) for i, u in enumerate(urls)], mail_dir=d / "out")
+    text = Path(cfg).read_text().replace("[mail]", "[daemon.fetch]\nmax_per_host = 64\nmax_concurrent = 64\n\n[mail]", 1)
+    if learned:
+        text = text.replace('examples = "examples/', f'examples = "{ROOT}/config/examples/')
+    Path(cfg).write_text(text)
+    return cfg
+
+
+def grow(args, work, feeds, urls):
+    d = work / "grow"
+    d.mkdir()
+    cfg = config(d, urls, args.learned)
+    vigia = [args.bin, "--config", cfg, "-q", "run", "--once"]
+    cycles = []
+    for rnd in range(max(1, args.articles // (FEEDS * ITEMS))):
+        for i in range(FEEDS):
+            write_feed(feeds, i, ITEMS, rnd)
+        cycles.append(timed(vigia))
+        if rnd % 10 == 0:
+            print(f"cycle {rnd + 1}: {cycles[-1][0]:.2f} s, peak {cycles[-1][1]:.0f} MB", flush=True)
+    db, article_text, parts = sizes(d / "vigia.db")
+    con = sqlite3.connect(d / "vigia.db")
+    articles, events = (con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("articles", "events"))
+    con.close()
+    first, last = cycles[:3], cycles[-3:]
+    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+    print(f"{articles} articles, {events} events, {len(cycles)} cold cycles of {FEEDS * ITEMS} new articles")
+    print(f"cold cycle, median of the first 3: {med(first, 0):.2f} s, peak {med(first, 1):.0f} MB; "
+          f"of the last 3: {med(last, 0):.2f} s, peak {med(last, 1):.0f} MB")
+    print(f"database / article text: {db / max(article_text, 1):.2f} ({db / 1e6:.0f} MB for {article_text / 1e6:.0f} MB of text)")
+    for name, b in sorted(parts.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"  {name:<40} {b / 1e6:7.1f} MB")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "vigia"))
     ap.add_argument("--learned", action="store_true", help="use the shipped examples and model")
+    ap.add_argument("--articles", type=int, help="grow one database to this many articles")
     args = ap.parse_args()
     if not Path("/usr/bin/time").exists():
         subprocess.run("apt-get install -y -qq time", shell=True)
@@ -103,17 +145,15 @@ def main():
         urls = [nginx.url(f"f{i}.xml") for i in range(FEEDS)]
         listing = work / "urls.txt"
         listing.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls))
+        if args.articles:
+            return grow(args, work, feeds, urls)
         cold, warm, new, curl, ratio = [], [], [], [], []
         for run in range(args.runs):
             for i in range(FEEDS):
                 write_feed(feeds, i, ITEMS)
             d = work / f"run{run}"
             d.mkdir()
-            cfg = h.write_config(d, [(f"f{i}", u) for i, u in enumerate(urls)], mail_dir=d / "out")
-            text = Path(cfg).read_text().replace("[mail]", "[daemon.fetch]\nmax_per_host = 64\nmax_concurrent = 64\n\n[mail]", 1)
-            if args.learned:
-                text = text.replace('examples = "examples/', f'examples = "{ROOT}/config/examples/')
-            Path(cfg).write_text(text)
+            cfg = config(d, urls, args.learned)
             vigia = [args.bin, "--config", cfg, "-q", "run", "--once"]
             t = time.monotonic()
             subprocess.run(["curl", "-s", "--no-progress-meter", "--parallel", "--parallel-max", "64", "--compressed", "-K", str(listing)],

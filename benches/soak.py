@@ -54,8 +54,12 @@ def main():
     published = set()
 
     def write_all():
+        # Replaced whole, as a web server's files are: a poll that read a half-written
+        # file would fail, back off for a minute and miss the items near the end.
         for name, items in {**good, **outlets}.items():
-            (fd / f"{name}.xml").write_text(h.rss(name, items[-30:]))
+            tmp = fd / f".{name}.xml.tmp"
+            tmp.write_text(h.rss(name, items[-30:]))
+            os.replace(tmp, fd / f"{name}.xml")
 
     write_all()
     (fd / "page.xml").write_text("<!doctype html><html><body>not a feed</body></html>")
@@ -139,6 +143,9 @@ def main():
     print(f"open fds: first {fds[0]}, median {statistics.median(fds)}, max {max(fds)}, last {fds[-1]}")
     print(f"samples (s, MB, fds): {samples}")
     print(f"exit {rc}; panics: {panics}; items lost: {len(lost)} {lost[:5]}; digests undelivered: {len(undelivered)}")
+    for feed in sorted({guid.split("-")[0] for guid in lost}):
+        failures = [e["payload"] for e in evs if e["kind"] == "FeedPollFailed" and e["stream"] == f"feed:{feed}"]
+        print(f"  {feed}: {len(failures)} failed polls, last: {failures[-1] if failures else None}")
     # Flat after warming up: the first hour of a long soak (a third of a short one) may
     # grow while caches fill; after it, resident memory must stay within 10% (+2 MB)
     # of what it was when the warm-up ended.

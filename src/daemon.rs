@@ -134,8 +134,10 @@ pub struct AfterReport {
 
 /// One full cycle: every feed polled now (except those gone for good), then the
 /// projections brought up to date.
-pub async fn run_once(config: &Config, store: &EventStore) -> Result<CycleReport> {
-    let detector = Arc::new(detector_for(config, store)?);
+pub async fn run_once(mut config: Config, store: &EventStore) -> Result<CycleReport> {
+    let detector = Arc::new(detector_for(&config, store)?);
+    config.forget_example_texts();
+    let config = &config;
     apply(config, store, &detector)?;
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     let health = store.read(FeedHealth::list)?;
@@ -286,11 +288,12 @@ pub async fn shutdown_signal() {
 /// On shutdown it lets the polls in flight finish (each records its outcome in one
 /// atomic append) and returns.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     store: EventStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let mut detector = Arc::new(detector_for(&config, &store)?);
+    config.forget_example_texts();
     apply(&config, &store, &detector)?;
     // The key that signs links is loaded once, here (its file created if this is the
     // first start), and again only at SIGHUP: requests never read the key file.
@@ -318,7 +321,10 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} for the web pages"))?;
-        tracing::info!(addr = %addr, "serving the web pages");
+        // The address bound, not the one asked for: with port 0 the system picks one,
+        // and this line is how a test or a supervisor learns it.
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, "serving the web pages");
         services.push(tokio::spawn(crate::web::listener::serve(
             listener,
             crate::web::routes(Arc::new(web)),
@@ -499,6 +505,7 @@ fn reloaded(
     };
     let signer = LinkSigner::from_config(&new, missing)?;
     let detector = Arc::new(detector_for(&new, store)?);
+    new.forget_example_texts();
     apply(&new, store, &detector)?;
     Ok((new, detector, signer))
 }

@@ -208,8 +208,10 @@ pub async fn serve_ops(
         .route("/healthz", get(healthz).with_state(health))
         .route("/metrics", get(prometheus).with_state(handle));
     let app = crate::web::with_security_headers(app);
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "serving /healthz and /metrics");
+    match listener.local_addr() {
+        Ok(bound) => tracing::info!(addr = %bound, "serving /healthz and /metrics"),
+        Err(e) => tracing::warn!(error = %e, "serving /healthz and /metrics (address unknown)"),
+    }
     crate::web::listener::serve(
         listener,
         app,

@@ -225,7 +225,7 @@ pub fn run(args: Args) -> Result<()> {
             let store = open_store(&config)?;
             let runtime = runtime()?;
             if *once {
-                let report = runtime.block_on(crate::daemon::run_once(&config, &store))?;
+                let report = runtime.block_on(crate::daemon::run_once(config, &store))?;
                 tracing::info!(
                     polled = report.polled,
                     failed = report.failed,

@@ -236,6 +236,19 @@ pub struct SubscriberConfig {
 pub type TopicConfig = crate::detect::rules::TopicRules;
 
 impl Config {
+    /// Drops the examples' texts, keeping each file's hash (which says whether a
+    /// model is fresh). A running daemon reads with the detector built from them and
+    /// needs them again only when a reload reads the file anew; held, the shipped
+    /// topic's examples would keep about 5 MB resident for nothing.
+    pub fn forget_example_texts(&mut self) {
+        for set in self.examples.values_mut() {
+            *set = Arc::new(ExampleSet {
+                items: Vec::new(),
+                hash: set.hash.clone(),
+            });
+        }
+    }
+
     /// Reads and validates the config file; every problem is reported at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
