@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, FeedConfig};
 use crate::detect::Detector;
+use crate::events::stream;
 use crate::events::{ConfigApplied, Event};
 use crate::fetch::Fetcher;
 use crate::ingest::{self, PollOutcome};
@@ -65,7 +66,7 @@ pub fn apply_config(config: &Config, store: &EventStore, detector: &Detector) ->
         topics: config.topics.iter().map(|t| t.id.clone()).collect(),
         rules_hash: detector.rules_hash.clone(),
     });
-    store.append_one(NewEvent::new("config", event))?;
+    store.append_one(NewEvent::new(stream::CONFIG, event))?;
     Ok(true)
 }
 

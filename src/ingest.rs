@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::config::{FeedConfig, FetchLimits};
 use crate::detect::Detector;
+use crate::events::stream;
 use crate::events::{
     ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled, PollFailureKind,
 };
@@ -38,14 +39,6 @@ pub enum PollOutcome {
         kind: PollFailureKind,
         message: String,
     },
-}
-
-pub fn feed_stream(feed_id: &str) -> String {
-    format!("feed:{feed_id}")
-}
-
-pub fn article_stream(article_id: &str) -> String {
-    format!("article:{article_id}")
 }
 
 /// The URL to poll: the configured one, or where a permanent redirect moved it.
@@ -153,7 +146,7 @@ async fn poll_inner(
         min_interval_s: fetched.max_age.map(|d| d.as_secs()),
     };
     if fetched.not_modified() {
-        let event = NewEvent::new(feed_stream(&feed.id), Event::FeedPolled(polled));
+        let event = NewEvent::new(stream::feed(&feed.id), Event::FeedPolled(polled));
         let s = store.clone();
         blocking(move || s.append_one(event)).await?;
         return Ok(PollOutcome::Polled {
@@ -261,10 +254,10 @@ fn record_fetched(
         match known {
             None => {
                 new += 1;
-                let key = format!("article:{}:discovered", article.article_id);
+                let key = stream::key::discovered(&article.article_id);
                 article_events.push(
                     NewEvent::new(
-                        article_stream(&article.article_id),
+                        stream::article(&article.article_id),
                         Event::ArticleDiscovered(ArticleDiscovered {
                             article_id: article.article_id,
                             feed: feed.id.clone(),
@@ -280,10 +273,10 @@ fn record_fetched(
             Some((_, revision)) => {
                 revised += 1;
                 let revision = revision + 1;
-                let key = format!("article:{}:revision:{revision}", article.article_id);
+                let key = stream::key::revised(&article.article_id, revision);
                 article_events.push(
                     NewEvent::new(
-                        article_stream(&article.article_id),
+                        stream::article(&article.article_id),
                         Event::ArticleRevised(ArticleRevised {
                             article_id: article.article_id,
                             feed: feed.id.clone(),
@@ -303,7 +296,7 @@ fn record_fetched(
     polled.revised_articles = revised;
     let status = polled.status;
     let mut batch = vec![NewEvent::new(
-        feed_stream(&feed.id),
+        stream::feed(&feed.id),
         Event::FeedPolled(polled),
     )];
     batch.extend(article_events);
@@ -354,7 +347,7 @@ fn record_failure(
         streak,
         retry_not_before,
     });
-    store.append_one(NewEvent::new(feed_stream(&feed.id), event))?;
+    store.append_one(NewEvent::new(stream::feed(&feed.id), event))?;
     Ok(PollOutcome::Failed {
         kind: err.kind,
         message: err.message,

@@ -9,8 +9,8 @@
 //! new events while the old ones stay in the log.
 
 use crate::detect::{ArticleText, Classification, Detector};
+use crate::events::stream;
 use crate::events::{ArticleBody, ArticleClassified, Event, StanceObserved, TopicScore};
-use crate::ingest::article_stream;
 use crate::projections::ArticleRow;
 use crate::store::{EventStore, NewEvent, StoreError};
 
@@ -39,7 +39,7 @@ pub fn events(
         return Vec::new();
     }
     let rules = &detector.rules_hash;
-    let stream = article_stream(article_id);
+    let stream = stream::article(article_id);
     let mut out = vec![NewEvent::new(
         stream.clone(),
         Event::ArticleClassified(ArticleClassified {
@@ -58,7 +58,7 @@ pub fn events(
                 .collect(),
         }),
     )
-    .idempotent(format!("classified:{article_id}:{content_hash}:{rules}"))];
+    .idempotent(stream::key::classified(article_id, content_hash, &rules))];
     for s in &classification.stances {
         out.push(
             NewEvent::new(
@@ -79,12 +79,12 @@ pub fn events(
                     published: body.published.clone(),
                 }),
             )
-            .idempotent(format!(
-                "stance:{article_id}:{content_hash}:{rules}:{}:{}:{}:{}",
-                s.topic,
-                s.issue,
-                s.actor,
-                s.stance.as_str()
+            .idempotent(stream::key::stance_observed(
+                article_id,
+                content_hash,
+                &rules,
+                (&s.topic, &s.issue, &s.actor),
+                s.stance.as_str(),
             )),
         );
     }

@@ -13,8 +13,8 @@ use rusqlite::Connection;
 use crate::config::Config;
 use crate::detect::examples::Example;
 use crate::detect::Stance;
+use crate::events::stream;
 use crate::events::{CorrectedStance, Event, ReadingCorrected};
-use crate::ingest::article_stream;
 use crate::projections::Articles;
 use crate::store::{EventStore, NewEvent, StoreError};
 
@@ -134,7 +134,7 @@ pub fn correct(
         return Err(CorrectionError::UnknownArticle(id));
     }
     let appended = store.append_one(NewEvent::new(
-        article_stream(&correction.article_id),
+        stream::article(&correction.article_id),
         Event::ReadingCorrected(correction),
     ))?;
     Ok(appended.event().seq)

@@ -9,7 +9,6 @@
 //! holds the key in use; it opens the database afresh for that, as any other process
 //! would, and names no path and no error (the daemon's log has them).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -13,14 +13,11 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::Connection;
 
 use crate::config::TrackingConfig;
+use crate::events::stream;
 use crate::events::{Event, Evidence, StanceChanged};
 use crate::projections::{CurrentStance, Stances};
 use crate::store::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use crate::story::{self, StoryInput};
-
-pub fn stance_stream(topic: &str, issue: &str, actor: &str) -> String {
-    format!("stance:{topic}:{issue}:{actor}")
-}
 
 /// One observation with the article it came from.
 #[derive(Debug, Clone)]
@@ -234,14 +231,14 @@ pub fn track(
     let changes = store.read(|conn| decide(conn, tracking, now))?;
     let mut recorded = Vec::new();
     for change in changes {
-        let stream = stance_stream(&change.topic, &change.issue, &change.actor);
+        let stream = stream::stance(&change.topic, &change.issue, &change.actor);
         let version = store.read_stream(&stream)?.len() as u64;
         let expected = if version == 0 {
             ExpectedVersion::NoStream
         } else {
             ExpectedVersion::Exactly(version)
         };
-        let key = format!("stance-change:{stream}:{}", version + 1);
+        let key = stream::key::stance_changed(&stream, version + 1);
         match store.append_one(
             NewEvent::new(stream, Event::StanceChanged(change.clone()))
                 .expecting(expected)

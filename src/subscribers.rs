@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, DigestMode, SubscriberConfig};
 use crate::digest::{ConfirmationDraft, RenderError, Templates};
+use crate::events::stream;
 use crate::events::{Event, SubscriberUnsubscribed, Subscription, SubscriptionChannel};
 use crate::projections::{self, Outbox, SubscriberRow, Subscribers};
 use crate::store::{EventStore, NewEvent, StoreError};
@@ -23,10 +24,6 @@ pub const CONFIRMATION_GAP_S: i64 = 3600;
 /// At most this many confirmation mails in an hour, over all addresses: the form
 /// cannot be turned into a mail cannon by spreading requests over many addresses.
 pub const CONFIRMATIONS_PER_HOUR: u64 = 200;
-
-pub fn subscriber_stream(email: &str) -> String {
-    format!("subscriber:{}", email.to_lowercase())
-}
 
 fn digest_text(mode: &DigestMode) -> String {
     match mode {
@@ -68,7 +65,7 @@ pub fn apply_config(store: &EventStore, config: &Config) -> Result<usize, StoreE
             .any(|s| s.email.to_lowercase() == row.email);
         if !in_config && row.status == "confirmed" && row.via == "config" {
             batch.push(NewEvent::new(
-                subscriber_stream(&row.email),
+                stream::subscriber(&row.email),
                 Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
                     email: row.address.clone(),
                     via: SubscriptionChannel::Config,
@@ -84,7 +81,7 @@ pub fn apply_config(store: &EventStore, config: &Config) -> Result<usize, StoreE
 
 fn confirmed_event(sub: &SubscriberConfig, digest: &str, via: SubscriptionChannel) -> NewEvent {
     NewEvent::new(
-        subscriber_stream(&sub.email),
+        stream::subscriber(&sub.email),
         Event::SubscriberConfirmed(Subscription {
             email: sub.email.clone(),
             name: sub.name.clone(),
@@ -117,7 +114,7 @@ pub fn remove(store: &EventStore, email: &str) -> Result<bool, StoreError> {
         return Ok(false);
     };
     store.append_one(NewEvent::new(
-        subscriber_stream(&row.email),
+        stream::subscriber(&row.email),
         Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
             email: row.address.clone(),
             via: SubscriptionChannel::Command,
@@ -209,7 +206,7 @@ pub fn request(
     };
     let mail = crate::digest::confirmation(config, templates, &draft)?;
     let requested = NewEvent::new(
-        subscriber_stream(&req.email),
+        stream::subscriber(&req.email),
         Event::SubscriberRequested(Subscription {
             email: req.email.clone(),
             name: None,
@@ -292,7 +289,7 @@ fn requested_by(
         return Err(LinkRefused::Stale.into());
     };
     let mut requests = Vec::new();
-    for stored in store.read_stream(&subscriber_stream(&row.email))? {
+    for stored in store.read_stream(&stream::subscriber(&row.email))? {
         if let Event::SubscriberRequested(r) = stored.decode()? {
             requests.push(r);
         }
@@ -347,7 +344,7 @@ pub fn confirm(
         ..wanted
     };
     store.append_one(NewEvent::new(
-        subscriber_stream(&row.email),
+        stream::subscriber(&row.email),
         Event::SubscriberConfirmed(confirmed.clone()),
     ))?;
     Ok(confirmed)
@@ -396,7 +393,7 @@ pub fn unsubscribe(
     let (token, row) = follow(store, signer, token, Purpose::Unsubscribe, now)?;
     let row = current_subscription(&token, row)?;
     store.append_one(NewEvent::new(
-        subscriber_stream(&row.email),
+        stream::subscriber(&row.email),
         Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
             email: row.address.clone(),
             via,

@@ -20,6 +20,7 @@ use lettre::{Message, SendmailTransport, SmtpTransport, Transport};
 
 use super::header_safe;
 use crate::config::{Config, MailTransport, TlsMode};
+use crate::events::stream;
 use crate::events::{DigestFailed, DigestQueued, DigestSent, Event};
 use crate::projections::{Outbox, OutboxRow};
 use crate::store::{EventStore, NewEvent, StoreError};
@@ -233,7 +234,7 @@ pub fn deliver_due(
             continue;
         };
         let attempt = row.attempts + 1;
-        let stream = format!("digest:{}", row.digest_id);
+        let stream = stream::digest(&row.digest_id);
         // Someone who left while their digest waited (an SMTP outage, say) is not sent
         // it: it is given up, and the log says why.
         let left = row.reason != "confirmation"
@@ -261,7 +262,7 @@ pub fn deliver_due(
                         response,
                     }),
                 )
-                .idempotent(format!("digest-sent:{}", row.digest_id))
+                .idempotent(stream::key::digest_sent(&row.digest_id))
             }
             Err(e) => {
                 let permanent = matches!(e, SendError::Permanent(_));
@@ -287,7 +288,7 @@ pub fn deliver_due(
                         retry_not_before: retry,
                     }),
                 )
-                .idempotent(format!("digest-failed:{}:{attempt}", row.digest_id))
+                .idempotent(stream::key::digest_failed(&row.digest_id, attempt))
             }
         };
         store.append_one(event)?;

@@ -19,6 +19,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
+use crate::events::stream;
 use crate::events::{DigestQueued, Event, LinkSlot};
 use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribers};
 use crate::schedule::CronSchedule;
@@ -484,7 +485,7 @@ pub fn confirmation(
     );
     let (text, html) = templates.render_confirmation(draft)?;
     Ok(NewEvent::new(
-        format!("digest:{digest_id}"),
+        stream::digest(&digest_id),
         Event::DigestQueued(DigestQueued {
             digest_id: digest_id.clone(),
             to: draft.recipient.clone(),
@@ -498,7 +499,7 @@ pub fn confirmation(
             links: vec![draft.slot.clone()],
         }),
     )
-    .idempotent(format!("digest:{digest_id}")))
+    .idempotent(stream::key::digest_queued(&digest_id)))
 }
 
 /// Renders the drafts and queues them. Returns how many were newly queued.
@@ -531,7 +532,7 @@ pub fn queue(
         let message_id = format!("<digest-{digest_id}@{}>", from_domain(config));
         batch.push(
             NewEvent::new(
-                format!("digest:{digest_id}"),
+                stream::digest(&digest_id),
                 Event::DigestQueued(DigestQueued {
                     digest_id: digest_id.clone(),
                     to: d.recipient.clone(),
@@ -545,7 +546,7 @@ pub fn queue(
                     links: d.links.clone(),
                 }),
             )
-            .idempotent(format!("digest:{digest_id}")),
+            .idempotent(stream::key::digest_queued(&digest_id)),
         );
     }
     let appended = store.append(batch)?;

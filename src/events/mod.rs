@@ -5,6 +5,8 @@
 //! ever see current types. The store (`crate::store`) persists events; it does not know
 //! what they mean.
 
+pub mod stream;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
