@@ -20,11 +20,11 @@ use crate::events::stream;
 use crate::events::{ConfigApplied, Event};
 use crate::fetch::Fetcher;
 use crate::ingest::{self, PollOutcome};
+use crate::links::{KeyFile, KeyFileState, LinkSigner};
 use crate::projections::{self, FeedHealth, FeedHealthRow};
 use crate::service::Health;
 use crate::store::{EventStore, NewEvent};
 use crate::web::client::TrustedProxies;
-use crate::web::tokens::{KeyFile, KeyFileState, LinkSigner};
 
 /// What one cycle did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod events;
 pub mod feed;
 pub mod fetch;
 pub mod ingest;
+pub mod links;
 pub mod observe;
 pub mod projections;
 pub mod readings;

@@ -95,7 +95,7 @@ pub struct Health {
     /// A cycle older than this makes the daemon unhealthy.
     pub max_cycle_age: Duration,
     /// The link signer in use, to tell whether its key file still holds its key.
-    pub links: Option<tokio::sync::watch::Receiver<Option<crate::web::tokens::LinkSigner>>>,
+    pub links: Option<tokio::sync::watch::Receiver<Option<crate::links::LinkSigner>>>,
 }
 
 impl Health {

@@ -15,9 +15,9 @@ use crate::config::{Config, DigestMode, SubscriberConfig};
 use crate::digest::{ConfirmationDraft, RenderError, Templates};
 use crate::events::stream;
 use crate::events::{Event, SubscriberUnsubscribed, Subscription, SubscriptionChannel};
+use crate::links::{KeyError, LinkSigner, Purpose, TokenError, CONFIRM_TTL_S};
 use crate::projections::{self, Outbox, SubscriberRow, Subscribers};
 use crate::store::{EventStore, NewEvent, StoreError};
-use crate::web::tokens::{KeyError, LinkSigner, Purpose, TokenError, CONFIRM_TTL_S};
 
 /// At most one confirmation mail per address in this many seconds.
 pub const CONFIRMATION_GAP_S: i64 = 3600;
@@ -262,7 +262,7 @@ fn follow(
     token: &str,
     purpose: Purpose,
     now: DateTime<Utc>,
-) -> Result<(crate::web::tokens::Token, Option<SubscriberRow>), LinkError> {
+) -> Result<(crate::links::Token, Option<SubscriberRow>), LinkError> {
     let token = signer.key().verify(token, purpose, now.timestamp())?;
     projections::catch_up(store)?;
     let (used, row) = store.read(|c| {
@@ -282,7 +282,7 @@ fn follow(
 /// latest request, as links did then.
 fn requested_by(
     store: &EventStore,
-    token: &crate::web::tokens::Token,
+    token: &crate::links::Token,
     row: Option<SubscriberRow>,
 ) -> Result<(SubscriberRow, Subscription), LinkError> {
     let Some(row) = row else {
@@ -365,7 +365,7 @@ pub fn check_unsubscribe(
 /// The subscription an unsubscribe link applies to: confirmed, and begun no later
 /// than the link was made (a link from an earlier subscription does not end a new one).
 fn current_subscription(
-    token: &crate::web::tokens::Token,
+    token: &crate::links::Token,
     row: Option<SubscriberRow>,
 ) -> Result<SubscriberRow, LinkError> {
     match row {
@@ -406,7 +406,7 @@ pub fn unsubscribe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::web::tokens::{Purpose, SigningKey};
+    use crate::links::{Purpose, SigningKey};
 
     const KEY: &str = "unit-test-key-0123456789";
 
@@ -442,8 +442,7 @@ mod tests {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             digest: "on-change".into(),
         };
-        let signer =
-            LinkSigner::from_config(config, crate::web::tokens::KeyFile::MustExist).unwrap();
+        let signer = LinkSigner::from_config(config, crate::links::KeyFile::MustExist).unwrap();
         request(store, config, signer.as_ref(), &templates, &req, now).unwrap()
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigia::web::tokens::{Purpose, SigningKey};
+use vigia::links::{Purpose, SigningKey};
 
 use crate::digest::{REJECT_A, REJECT_B};
 use crate::util::http::{connect_from, get, post_form, request, request_from, Reply};

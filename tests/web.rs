@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vigia::web::tokens::{Purpose, SigningKey};
+use vigia::links::{Purpose, SigningKey};
 
 use crate::util::shipped_topics;
 

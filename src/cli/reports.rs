@@ -16,7 +16,7 @@ pub(super) fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let mut warnings: Vec<String> = config.warnings.clone();
     if let Some(web) = &config.web {
-        use crate::web::tokens::{KeyError, KeyFile, SigningKey};
+        use crate::links::{KeyError, KeyFile, SigningKey};
         match SigningKey::load(&web.secret, KeyFile::MustExist) {
             Ok(_) => {}
             Err(KeyError::Missing(file)) => warnings.push(format!(
@@ -318,12 +318,11 @@ pub(super) fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> 
     let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
     // The preview shows links as they are queued, with a placeholder for the token
     // that sending signs in; a key that cannot be read shows the mailto instead.
-    let signer =
-        crate::web::tokens::LinkSigner::from_config(config, crate::web::tokens::KeyFile::MustExist)
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "previewing without the signed unsubscribe link");
-                None
-            });
+    let signer = crate::links::LinkSigner::from_config(config, crate::links::KeyFile::MustExist)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "previewing without the signed unsubscribe link");
+            None
+        });
     let now = chrono::Utc::now();
     let subs = store.read(Subscribers::confirmed)?;
     let subs: Vec<_> = match to {

@@ -6,6 +6,7 @@
 //! against the config file's folder. What the topics mean is `crate::detect`'s business;
 //! this module only checks that they are well formed.
 
+mod secret;
 mod sections;
 mod source;
 
@@ -20,6 +21,7 @@ use toml::de::DeTable;
 
 use crate::detect::examples::{self, ExampleSet, ExamplesError};
 use crate::schedule::CronSchedule;
+pub use secret::{check_key_strength, estimated_bits, Secret, WeakKey, MIN_KEY_BITS, MIN_KEY_LEN};
 pub use sections::valid_address;
 use sections::*;
 use source::Diagnostics;
@@ -158,38 +160,6 @@ pub enum TlsMode {
     None,
     Starttls,
     Tls,
-}
-
-/// Where a secret comes from; its value is read when needed and never logged.
-#[derive(Clone, PartialEq)]
-pub enum Secret {
-    Env(String),
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Env(name) => write!(f, "Secret::Env({name})"),
-            Secret::File(path) => write!(f, "Secret::File({})", path.display()),
-        }
-    }
-}
-
-impl Secret {
-    pub fn read(&self) -> std::io::Result<String> {
-        match self {
-            Secret::Env(name) => std::env::var(name).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("environment variable {name} is not set"),
-                )
-            }),
-            Secret::File(path) => {
-                std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

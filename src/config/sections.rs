@@ -551,9 +551,8 @@ pub(super) fn read_web(
             let secret = read_secret(diags, env, None, base, "web secret");
             if let (Some((name, span)), Some(_)) = (name, &secret) {
                 let value = std::env::var(&name).unwrap_or_default();
-                if let Err(e) = crate::web::tokens::SigningKey::from_bytes(value.trim().as_bytes())
-                {
-                    diags.at(span, format!("{e} ({name})"));
+                if let Err(e) = super::check_key_strength(value.trim().as_bytes()) {
+                    diags.at(span, format!("web secret: {e} ({name})"));
                 }
             }
             secret

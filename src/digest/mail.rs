@@ -22,9 +22,9 @@ use super::header_safe;
 use crate::config::{Config, MailTransport, TlsMode};
 use crate::events::stream;
 use crate::events::{DigestFailed, DigestQueued, DigestSent, Event};
+use crate::links::LinkSigner;
 use crate::projections::{Outbox, OutboxRow};
 use crate::store::{EventStore, NewEvent, StoreError};
-use crate::web::tokens::LinkSigner;
 
 /// The longest wait between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(3600);

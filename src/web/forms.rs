@@ -25,9 +25,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::client::ClientAddr;
-use super::tokens::{LinkSigner, Purpose, TokenError};
 use super::{Notice, NoticeAction, Web};
 use crate::events::SubscriptionChannel;
+use crate::links::{LinkSigner, Purpose, TokenError};
 use crate::subscribers::{self, LinkError, LinkRefused, Request, RequestOutcome};
 
 /// How long a served form may be submitted (once).
@@ -188,7 +188,7 @@ pub(super) async fn subscribe_form(State(web): State<Arc<Web>>) -> Response {
         Ok(s) => s,
         Err(page) => return page,
     };
-    let nonce = match super::tokens::random_hex(16) {
+    let nonce = match crate::links::random_hex(16) {
         Ok(n) => n,
         Err(e) => return unavailable(&web, &e),
     };

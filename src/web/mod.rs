@@ -14,7 +14,6 @@ mod forms;
 mod limits;
 pub mod listener;
 mod pages;
-pub mod tokens;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -30,8 +29,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
 use crate::digest::{template_environment, RenderError};
+use crate::links::LinkSigner;
 use crate::store::EventStore;
-use tokens::LinkSigner;
 
 pub use pages::{home_view, stance_view, HomeView, StanceView};
 

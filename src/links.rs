@@ -23,15 +23,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::config::{check_key_strength, Secret, WeakKey};
 use crate::events::{LinkPurpose, LinkSlot};
 
-/// Shortest key accepted: anything shorter is guessable.
-pub const MIN_KEY_LEN: usize = 16;
-/// Least estimated entropy (bits) of a key: refuses keys such as a repeated letter
-/// or a short word pattern, which pass the length rule but are guessable. A random
-/// hex key of 16 characters or more passes comfortably.
-pub const MIN_KEY_BITS: f64 = 48.0;
 /// Domain separation: a MAC made for anything else never verifies as a token.
 const CONTEXT: &[u8] = b"vigia-token-v1\0";
 
@@ -97,10 +91,8 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("web secret: the key is {0} bytes long; it must be at least {MIN_KEY_LEN}")]
-    TooShort(usize),
-    #[error("web secret: the key is too predictable (about {0:.0} bits; at least {MIN_KEY_BITS:.0} needed): use random bytes, such as the output of `openssl rand -hex 32`")]
-    TooWeak(f64),
+    #[error("web secret: {0}")]
+    Weak(#[from] WeakKey),
     #[error("web secret: the key file {0} does not exist (it is created only when the daemon starts; restore it, or restart to make a new one, which breaks every link sent so far)")]
     Missing(String),
     #[error("web secret: no randomness from the operating system: {0}")]
@@ -124,29 +116,6 @@ pub fn random_hex(bytes: usize) -> Result<String, KeyError> {
     Ok(hex::encode(buf))
 }
 
-/// An estimate of a key's entropy in bits: its length times the Shannon entropy of
-/// its own byte frequencies. It cannot see patterns ("abcabc…" scores well), but it
-/// refuses repeated letters and tiny alphabets, the weak keys people actually type.
-pub fn estimated_bits(key: &[u8]) -> f64 {
-    if key.is_empty() {
-        return 0.0;
-    }
-    let mut counts = [0usize; 256];
-    for b in key {
-        counts[usize::from(*b)] += 1;
-    }
-    let n = key.len() as f64;
-    let per_byte: f64 = counts
-        .iter()
-        .filter(|c| **c > 0)
-        .map(|c| {
-            let p = *c as f64 / n;
-            -p * p.log2()
-        })
-        .sum();
-    per_byte * n
-}
-
 /// Whether a missing key file may be created (only when the daemon starts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyFile {
@@ -156,13 +125,7 @@ pub enum KeyFile {
 
 impl SigningKey {
     pub fn from_bytes(key: &[u8]) -> Result<SigningKey, KeyError> {
-        if key.len() < MIN_KEY_LEN {
-            return Err(KeyError::TooShort(key.len()));
-        }
-        let bits = estimated_bits(key);
-        if bits < MIN_KEY_BITS {
-            return Err(KeyError::TooWeak(bits));
-        }
+        check_key_strength(key)?;
         Ok(SigningKey(Arc::from(key)))
     }
 
@@ -549,7 +512,7 @@ mod tests {
     fn short_keys_are_refused() {
         assert!(matches!(
             SigningKey::from_bytes(b"short"),
-            Err(KeyError::TooShort(5))
+            Err(KeyError::Weak(WeakKey::TooShort(5)))
         ));
     }
 
@@ -563,7 +526,7 @@ mod tests {
             assert!(
                 matches!(
                     SigningKey::from_bytes(weak.as_bytes()),
-                    Err(KeyError::TooWeak(_))
+                    Err(KeyError::Weak(WeakKey::TooPredictable(_)))
                 ),
                 "{weak}"
             );
