@@ -1,167 +1,170 @@
-//! Cron schedules as operators write them: standard 5-field cron (minute hour
-//! day-of-month month day-of-week, Sunday = 0 or 7), the same with a leading seconds
-//! field, or a shorthand such as `@hourly`. Parsing and the search for the next time are
-//! the `cron` crate's; this module only translates standard cron into its dialect
-//! (which has a mandatory seconds field and counts weekdays from Sunday = 1).
-
-use std::str::FromStr;
+//! When each feed is polled: the first slot of its cron schedule after its last poll
+//! (one slot, however many were missed while vigia was down), spread within the minute
+//! by feed id, and never sooner than the server's floor (max-age, ttl) or the backoff
+//! after failures; a feed that answered 410 Gone is not polled until its URL changes.
+//! The cron expressions themselves are `config::CronSchedule`'s.
 
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone)]
-pub struct CronSchedule {
-    source: String,
-    schedule: cron::Schedule,
+use crate::config::{Config, FeedConfig};
+use crate::ingest;
+use crate::projections::FeedHealthRow;
+
+/// Whether the feed answered 410 Gone at the URL the config still names.
+pub fn is_gone(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> bool {
+    health.is_some_and(|h| h.gone && h.url == ingest::target_url(feed, Some(h)).as_str())
 }
 
-impl PartialEq for CronSchedule {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+/// Seconds into the minute at which a feed on a minute-grained schedule fires, fixed
+/// per feed id, so a hundred feeds on "*/15 * * * *" do not all fire in the same second.
+fn spread(feed: &FeedConfig, config: &Config) -> chrono::Duration {
+    let schedule = config.schedule_of(feed);
+    let minute_grained =
+        schedule.source().split_whitespace().count() == 5 || schedule.source().starts_with('@');
+    if !minute_grained {
+        return chrono::Duration::zero();
     }
+    let hash = feed.id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    chrono::Duration::seconds((hash % 60) as i64)
 }
 
-impl CronSchedule {
-    /// Parses a 5- or 6-field expression or a shorthand; the error says what was expected.
-    pub fn parse(expression: &str) -> Result<CronSchedule, String> {
-        let trimmed = expression.trim();
-        let translated = if trimmed.starts_with('@') {
-            trimmed.to_string()
-        } else {
-            let fields: Vec<&str> = trimmed.split_whitespace().collect();
-            match fields.len() {
-                5 => format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], weekdays(fields[4])?),
-                6 => format!(
-                    "{} {} {} {} {} {}",
-                    fields[0],
-                    fields[1],
-                    fields[2],
-                    fields[3],
-                    fields[4],
-                    weekdays(fields[5])?
-                ),
-                n => {
-                    return Err(format!(
-                        "a cron schedule has 5 fields (minute hour day month weekday), or 6 with seconds first; \
-                         {expression:?} has {n}"
-                    ))
-                }
-            }
-        };
-        let schedule = cron::Schedule::from_str(&translated).map_err(|e| {
-            // The crate's message quotes our translated expression; keep only its reason.
-            let text = e.to_string();
-            let reason = text.lines().last().unwrap_or(&text).trim().to_string();
-            format!("{expression:?} is not a valid cron schedule: {reason}")
-        })?;
-        // An expression that can never fire (say, 30 February) is a mistake, not a schedule.
-        if schedule.upcoming(Utc).next().is_none() {
-            return Err(format!("{expression:?} never fires"));
-        }
-        Ok(CronSchedule {
-            source: trimmed.to_string(),
-            schedule,
-        })
-    }
-
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
-    /// The first time strictly after `after` at which the schedule fires.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule.after(&after).next()
-    }
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
-/// Rewrites a standard weekday field (0-7, Sunday = 0 or 7) with names, which the
-/// `cron` crate reads the same way as everyone else.
-fn weekdays(field: &str) -> Result<String, String> {
-    const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    let mut out = String::with_capacity(field.len() + 8);
-    let mut number = String::new();
-    let mut after_slash = false;
-    let flush = |number: &mut String, out: &mut String, after_slash: bool| -> Result<(), String> {
-        if number.is_empty() {
-            return Ok(());
-        }
-        if after_slash {
-            out.push_str(number);
-        } else {
-            let n: usize = number
-                .parse()
-                .map_err(|_| format!("{number:?} is not a weekday"))?;
-            let name = NAMES
-                .get(n)
-                .ok_or_else(|| format!("weekday {n} is out of range (0-7, Sunday = 0 or 7)"))?;
-            out.push_str(name);
-        }
-        number.clear();
-        Ok(())
+/// When the feed should next be polled: the first schedule slot after the last poll
+/// (one slot, however many were missed while vigia was down), no sooner than the
+/// server's floor or the backoff. `None` for a feed that is gone.
+pub fn next_due(
+    config: &Config,
+    feed: &FeedConfig,
+    health: Option<&FeedHealthRow>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if is_gone(feed, health) {
+        return None;
+    }
+    let Some(last_poll) = health
+        .and_then(|h| h.last_poll_at.as_deref())
+        .and_then(parse_time)
+    else {
+        return Some(now);
     };
-    for c in field.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
+    let offset = spread(feed, config);
+    let mut due = config
+        .schedule_of(feed)
+        .next_after(last_poll - offset)
+        .map(|t| t + offset)
+        .unwrap_or(now);
+    if let Some(h) = health {
+        if let (Some(floor), Some(success)) = (
+            h.min_interval_s,
+            h.last_success_at.as_deref().and_then(parse_time),
+        ) {
+            due = due.max(success + chrono::Duration::seconds(floor as i64));
         }
-        flush(&mut number, &mut out, after_slash)?;
-        after_slash = c == '/';
-        out.push(c);
+        if let Some(retry) = h.retry_not_before.as_deref().and_then(parse_time) {
+            due = due.max(retry);
+        }
     }
-    flush(&mut number, &mut out, after_slash)?;
-    Ok(out)
+    Some(due)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Datelike, TimeZone, Timelike, Weekday};
+    use std::path::Path;
 
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    fn config() -> Config {
+        Config::parse(
+            Path::new("t.toml"),
+            "[daemon]\ndatabase = \"x.db\"\nschedule = \"*/15 * * * *\"\n\n[[feed]]\nid = \"a\"\nurl = \"http://127.0.0.1/a.xml\"\n",
+        )
+        .unwrap()
+    }
+
+    fn health(last_poll: &str) -> FeedHealthRow {
+        FeedHealthRow {
+            feed_id: "a".into(),
+            url: "http://127.0.0.1/a.xml".into(),
+            moved_from: None,
+            moved_to: None,
+            last_poll_at: Some(last_poll.into()),
+            last_success_at: Some(last_poll.into()),
+            last_status: Some(200),
+            last_error_kind: None,
+            last_error: None,
+            error_streak: 0,
+            retry_not_before: None,
+            etag: None,
+            last_modified: None,
+            min_interval_s: None,
+            gone: false,
+            polls: 1,
+            failures: 0,
+            articles: 0,
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_time(s).unwrap()
     }
 
     #[test]
-    fn five_fields_fire_on_the_minute() {
-        let s = CronSchedule::parse("*/15 * * * *").unwrap();
-        let next = s.next_after(at("2026-11-27T10:07:30Z")).unwrap();
-        assert_eq!((next.minute(), next.second()), (15, 0));
+    fn a_never_polled_feed_is_due_now() {
+        let c = config();
+        let now = t("2026-11-27T10:00:00Z");
+        assert_eq!(next_due(&c, &c.feeds[0], None, now), Some(now));
     }
 
     #[test]
-    fn six_fields_take_seconds_first() {
-        let s = CronSchedule::parse("*/2 * * * * *").unwrap();
-        let next = s.next_after(at("2026-11-27T10:07:31Z")).unwrap();
-        assert_eq!(next.second(), 32);
+    fn after_downtime_a_feed_is_due_once_at_the_first_missed_slot() {
+        let c = config();
+        let h = health("2026-11-27T08:01:00Z");
+        let now = t("2026-11-27T12:00:00Z");
+        let due = next_due(&c, &c.feeds[0], Some(&h), now).unwrap();
+        // One slot, in the past: polled now, and the next is computed from that poll.
+        assert!(due < now && due > t("2026-11-27T08:01:00Z"), "{due}");
+        assert!(due <= t("2026-11-27T08:16:00Z"), "{due}");
     }
 
     #[test]
-    fn weekdays_count_from_sunday_zero_as_in_standard_cron() {
-        let monday = CronSchedule::parse("0 9 * * 1").unwrap();
-        let next = monday
-            .next_after(Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap())
-            .unwrap();
-        assert_eq!(next.weekday(), Weekday::Mon);
-        let sunday = CronSchedule::parse("0 9 * * 0").unwrap();
-        let seven = CronSchedule::parse("0 9 * * 7").unwrap();
-        let from = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap();
-        assert_eq!(sunday.next_after(from), seven.next_after(from));
-        assert_eq!(sunday.next_after(from).unwrap().weekday(), Weekday::Sun);
-        let workdays = CronSchedule::parse("0 9 * * 1-5").unwrap();
-        let sat = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
-        assert_eq!(workdays.next_after(sat).unwrap().weekday(), Weekday::Mon);
+    fn polls_are_spread_within_the_minute_by_feed_id() {
+        let c = config();
+        let h = health("2026-11-27T10:00:30Z");
+        let due = next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T10:01:00Z")).unwrap();
+        let offset = spread(&c.feeds[0], &c).num_seconds();
+        assert!((0..60).contains(&offset));
+        assert_eq!(due.timestamp() % 60, offset);
     }
 
     #[test]
-    fn refuses_what_is_not_cron() {
-        assert!(CronSchedule::parse("every tuesday").is_err());
-        assert!(CronSchedule::parse("* * *").is_err());
-        assert!(CronSchedule::parse("61 * * * *").is_err());
-        assert!(CronSchedule::parse("0 0 * * 9").is_err());
-        assert!(CronSchedule::parse("0 0 30 2 *").is_err());
+    fn server_floors_and_backoff_push_the_next_poll_out() {
+        let c = config();
+        let mut h = health("2026-11-27T10:00:00Z");
+        h.min_interval_s = Some(3600);
+        let due = next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T10:01:00Z")).unwrap();
+        assert!(due >= t("2026-11-27T11:00:00Z"), "{due}");
+        h.min_interval_s = None;
+        h.retry_not_before = Some("2026-11-27T13:00:00Z".into());
+        let due = next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T10:01:00Z")).unwrap();
+        assert_eq!(due, t("2026-11-27T13:00:00Z"));
     }
 
     #[test]
-    fn shorthands_pass_through() {
-        assert!(CronSchedule::parse("@hourly").is_ok());
+    fn a_gone_feed_is_not_due_until_its_url_changes() {
+        let mut c = config();
+        let mut h = health("2026-11-27T10:00:00Z");
+        h.gone = true;
+        assert_eq!(
+            next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T11:00:00Z")),
+            None
+        );
+        c.feeds[0].url = url::Url::parse("http://127.0.0.1/b.xml").unwrap();
+        assert!(next_due(&c, &c.feeds[0], Some(&h), t("2026-11-27T11:00:00Z")).is_some());
     }
 }

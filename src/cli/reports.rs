@@ -164,7 +164,7 @@ pub(super) fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
     )?;
     for feed in &config.feeds {
         let row = health.iter().find(|h| h.feed_id == feed.id);
-        let due = crate::daemon::next_due(config, feed, row, now);
+        let due = crate::schedule::next_due(config, feed, row, now);
         let status = row
             .and_then(|h| h.last_status)
             .map(|s| s.to_string())
@@ -402,7 +402,7 @@ pub(super) fn subscribers(
                 crate::config::DigestMode::OnChange
             } else {
                 crate::config::DigestMode::Every(Box::new(
-                    crate::schedule::CronSchedule::parse(digest)
+                    crate::config::CronSchedule::parse(digest)
                         .map_err(|e| UsageError(format!("--digest: {e}")))?,
                 ))
             };

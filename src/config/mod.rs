@@ -6,6 +6,7 @@
 //! against the config file's folder. What the topics mean is `crate::detect`'s business;
 //! this module only checks that they are well formed.
 
+mod cron;
 mod secret;
 mod sections;
 mod source;
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 use toml::de::DeTable;
 
 use crate::detect::examples::{self, ExampleSet, ExamplesError};
-use crate::schedule::CronSchedule;
+pub use cron::CronSchedule;
 pub use secret::{check_key_strength, estimated_bits, Secret, WeakKey, MIN_KEY_BITS, MIN_KEY_LEN};
 pub use sections::valid_address;
 use sections::*;

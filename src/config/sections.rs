@@ -11,8 +11,8 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::source::Diagnostics;
+use super::CronSchedule;
 use super::*;
-use crate::schedule::CronSchedule;
 
 // ------------------------------------------------------------------ raw sections
 

@@ -19,8 +19,8 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use super::cues::{Observation, Partial};
 use super::examples::Example;
-use super::stance::{Observation, Partial};
 use super::text::Token;
 use super::{Hit, Role, Stance};
 

@@ -9,10 +9,10 @@
 //! examples (`examples`) is read by a learned reader (`learned`) that takes the rules'
 //! findings as features; `topic_models` binds each topic to its model file.
 
+mod cues;
 pub mod examples;
 pub mod learned;
 pub mod rules;
-mod stance;
 pub mod text;
 pub mod topic_models;
 
@@ -157,7 +157,7 @@ struct RulesView {
     score: f64,
     matched: BTreeMap<String, String>,
     /// Per sentence: complete readings and cues left incomplete.
-    readings: Vec<(Vec<stance::Observation>, Vec<stance::Partial>)>,
+    readings: Vec<(Vec<cues::Observation>, Vec<cues::Partial>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -465,7 +465,7 @@ impl Detector {
                         .copied()
                         .filter(|h| h.meaning.topic == t)
                         .collect();
-                    stance::read_all(
+                    cues::read_all(
                         topic.rules.actors.len(),
                         &s.tokens,
                         &topic_hits,
@@ -532,7 +532,7 @@ impl Detector {
         let mut result = Classification::default();
         for (t, topic) in self.topics.iter().enumerate() {
             let view = self.rules_view(t, &sentences, has_title, self.models[t].is_some());
-            let observation = |n: usize, obs: &stance::Observation| StanceObservation {
+            let observation = |n: usize, obs: &cues::Observation| StanceObservation {
                 topic: topic.rules.id.clone(),
                 issue: topic.rules.issues[obs.issue].id.clone(),
                 actor: topic.rules.actors[obs.actor].id.clone(),
@@ -570,7 +570,7 @@ impl Detector {
             // A headline whose rules read a clear support where the model reads none or
             // oppose: the model's prior ("Mexico always refuses") is what a turn looks
             // like to it, and a turn is what a subscriber must not miss.
-            let turns: Vec<&stance::Observation> = match view.readings.first() {
+            let turns: Vec<&cues::Observation> = match view.readings.first() {
                 Some((obs, _)) if has_title => obs
                     .iter()
                     .filter(|o| o.stance == Stance::Support && o.confidence >= TURN_CONFIDENCE)

@@ -19,11 +19,11 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
+use crate::config::CronSchedule;
 use crate::events::stream;
 use crate::events::{DigestQueued, Event, LinkSlot};
 use crate::links::LinkSigner;
 use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribers};
-use crate::schedule::CronSchedule;
 use crate::store::{EventStore, NewEvent, StoreError};
 use crate::story::{self, StoryInput};
 
