@@ -19,13 +19,13 @@ use crate::detect::Detector;
 use crate::events::stream;
 use crate::events::{ConfigApplied, Event};
 use crate::fetch::Fetcher;
+use crate::http::client::TrustedProxies;
 use crate::ingest::{self, PollOutcome};
 use crate::links::{KeyFile, KeyFileState, LinkSigner};
+use crate::ops::Health;
 use crate::projections::{self, FeedHealth};
 use crate::schedule;
-use crate::service::Health;
 use crate::store::{EventStore, NewEvent};
-use crate::web::client::TrustedProxies;
 
 /// What one cycle did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -242,7 +242,7 @@ pub async fn run(
     let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
     let outbox_nudge = Arc::new(tokio::sync::Notify::new());
     let mut fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
-    crate::service::metrics_handle();
+    crate::ops::metrics_handle();
     let mut health = Health::new(config.daemon.database.clone(), MAX_CYCLE_AGE);
     health.links = Some(links_rx.clone());
     let (stop_service, service_stopped) = tokio::sync::watch::channel(false);
@@ -263,17 +263,17 @@ pub async fn run(
         // and this line is how a test or a supervisor learns it.
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!(addr = %bound, "serving the web pages");
-        services.push(tokio::spawn(crate::web::listener::serve(
+        services.push(tokio::spawn(crate::http::listener::serve(
             listener,
             crate::web::routes(Arc::new(web)),
-            crate::web::listener::Limits::public(),
+            crate::http::listener::Limits::public(),
             TrustedProxies::from_config(&config),
             stop(),
         )));
     }
     if let Some(addr) = config.daemon.ops_listen {
         match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => services.push(tokio::spawn(crate::service::serve_ops(
+            Ok(listener) => services.push(tokio::spawn(crate::ops::serve_ops(
                 listener,
                 health.clone(),
                 stop(),

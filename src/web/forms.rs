@@ -24,9 +24,9 @@ use axum::response::Response;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::client::ClientAddr;
 use super::{Notice, NoticeAction, Web};
 use crate::events::SubscriptionChannel;
+use crate::http::client::ClientAddr;
 use crate::links::{LinkSigner, Purpose, TokenError};
 use crate::subscribers::{self, LinkError, LinkRefused, Request, RequestOutcome};
 
@@ -250,7 +250,7 @@ pub(super) async fn subscribe(
     let allowed = web
         .limiter
         .lock()
-        .map(|mut l| l.allow(super::client::bucket(client), Instant::now()))
+        .map(|mut l| l.allow(crate::http::client::bucket(client), Instant::now()))
         .unwrap_or(false);
     if !allowed {
         metrics::counter!("vigia_subscription_requests_total", "outcome" => "client_rate")

@@ -6,20 +6,18 @@
 //! Content-Security-Policy that allows no script at all, so nothing from a feed can
 //! run, and every page works without JavaScript. Handlers read projections and append
 //! events through the daemon's `EventStore`; the subscription rules themselves live in
-//! `crate::subscribers`, which knows nothing of HTTP. `listener` bounds what any one
-//! client can hold; `client` says who a request comes from.
+//! `crate::subscribers`, which knows nothing of HTTP. `crate::http` serves them: it bounds
+//! what any one client can hold and says who a request comes from.
 
-pub mod client;
 mod forms;
 mod limits;
-pub mod listener;
 mod pages;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -36,12 +34,6 @@ pub use pages::{home_view, stance_view, HomeView, StanceView};
 
 /// Largest request body a form may send; more is answered 413.
 pub const MAX_FORM_BYTES: usize = 8 * 1024;
-
-/// No script from anywhere, styles from our own sheet only, forms post only to us,
-/// and no framing: text from feeds can never become active content.
-const CSP: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/web/base.html")),
@@ -136,8 +128,8 @@ impl Web {
         self.links.borrow().clone()
     }
 
-    fn trusted_proxies(&self) -> client::TrustedProxies {
-        client::TrustedProxies::from_config(&self.config())
+    fn trusted_proxies(&self) -> crate::http::client::TrustedProxies {
+        crate::http::client::TrustedProxies::from_config(&self.config())
     }
 
     fn self_service(&self) -> bool {
@@ -248,39 +240,6 @@ async fn method_not_allowed(axum::extract::State(web): axum::extract::State<Arc<
     )
 }
 
-/// Headers every response carries (the operators' endpoints' too). Links hold
-/// tokens, so no Referer leaves the site.
-pub fn add_security_headers(headers: &mut axum::http::HeaderMap) {
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // "same-origin" rather than "no-referrer": with no-referrer a browser sends
-    // `Origin: null` on its own forms, and the cross-site check needs the real origin.
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-}
-
-async fn security_headers(mut response: Response) -> Response {
-    add_security_headers(response.headers_mut());
-    response
-}
-
-/// The security headers as a layer, for routers outside this module.
-pub fn with_security_headers(router: Router) -> Router {
-    router.layer(axum::middleware::map_response(security_headers))
-}
-
 /// The web pages as a router (the public listener serves nothing else).
 pub fn routes(web: Arc<Web>) -> Router {
     Router::new()
@@ -302,7 +261,9 @@ pub fn routes(web: Arc<Web>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(
+            crate::http::security_headers,
+        ))
         .with_state(web)
 }
 

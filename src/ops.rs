@@ -195,7 +195,7 @@ async fn prometheus(State(handle): State<Option<PrometheusHandle>>) -> impl Into
 }
 
 /// Serves `/healthz` and `/metrics` on the operators' own listener until `shutdown`
-/// completes. The public pages have their own listener (`crate::web::listener`), so
+/// completes. The public pages have their own listener (`crate::http::listener`), so
 /// no amount of page traffic takes these endpoints' connections.
 pub async fn serve_ops(
     listener: tokio::net::TcpListener,
@@ -206,16 +206,16 @@ pub async fn serve_ops(
     let app = Router::new()
         .route("/healthz", get(healthz).with_state(health))
         .route("/metrics", get(prometheus).with_state(handle));
-    let app = crate::web::with_security_headers(app);
+    let app = crate::http::with_security_headers(app);
     match listener.local_addr() {
         Ok(bound) => tracing::info!(addr = %bound, "serving /healthz and /metrics"),
         Err(e) => tracing::warn!(error = %e, "serving /healthz and /metrics (address unknown)"),
     }
-    crate::web::listener::serve(
+    crate::http::listener::serve(
         listener,
         app,
-        crate::web::listener::Limits::operators(),
-        crate::web::client::TrustedProxies::none(),
+        crate::http::listener::Limits::operators(),
+        crate::http::client::TrustedProxies::none(),
         shutdown,
     )
     .await

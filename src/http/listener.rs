@@ -24,7 +24,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
 
-use super::client::{bucket, ClientAddr, TrustedProxies};
+use crate::http::client::{bucket, ClientAddr, TrustedProxies};
 
 /// How a listener treats its connections.
 #[derive(Debug, Clone)]
