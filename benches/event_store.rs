@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigia::events::{ArticleBody, ArticleDiscovered, Event, FeedPolled};
 use vigia::projections;
-use vigia::store::{EventStore, NewEvent};
+use vigia::store::{NewEvent, SqliteStore};
 
 fn polled(i: u64) -> Event {
     Event::FeedPolled(FeedPolled {
@@ -53,9 +53,9 @@ fn mixed(i: u64) -> NewEvent {
     }
 }
 
-fn fresh_store() -> (tempfile::TempDir, EventStore) {
+fn fresh_store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EventStore::open(&dir.path().join("bench.db")).unwrap();
+    let store = SqliteStore::open(&dir.path().join("bench.db")).unwrap();
     (dir, store)
 }
 
@@ -96,7 +96,7 @@ fn appends(c: &mut Criterion) {
     group.finish();
 }
 
-fn fill(store: &EventStore, n: u64) {
+fn fill(store: &SqliteStore, n: u64) {
     let mut i = 0;
     while i < n {
         let batch: Vec<NewEvent> = (i..(i + 5000).min(n)).map(mixed).collect();

@@ -11,7 +11,7 @@ use vigia::events::{
     ArticleBody, ArticleClassified, ArticleDiscovered, Event, Evidence, StanceChanged, TopicScore,
 };
 use vigia::projections;
-use vigia::store::{EventStore, NewEvent};
+use vigia::store::{NewEvent, SqliteStore};
 use vigia::web::{home_view, stance_view, PageTemplates};
 
 const ARTICLES: u64 = 100_000;
@@ -109,9 +109,9 @@ fn change(i: u64) -> NewEvent {
     )
 }
 
-fn build() -> (tempfile::TempDir, EventStore) {
+fn build() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EventStore::open(&dir.path().join("web.db")).unwrap();
+    let store = SqliteStore::open(&dir.path().join("web.db")).unwrap();
     let per_change = ARTICLES / CHANGES;
     let mut batch = Vec::new();
     for i in 0..ARTICLES {

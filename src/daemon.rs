@@ -25,7 +25,7 @@ use crate::links::{KeyFile, KeyFileState, LinkSigner};
 use crate::ops::Health;
 use crate::projections::{self, FeedHealth};
 use crate::schedule;
-use crate::store::{EventStore, NewEvent};
+use crate::store::{NewEvent, SqliteStore};
 
 /// What one cycle did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl CycleReport {
 }
 
 /// Records the config as applied, unless the last applied one was the same text.
-pub fn apply_config(config: &Config, store: &EventStore, detector: &Detector) -> Result<bool> {
+pub fn apply_config(config: &Config, store: &SqliteStore, detector: &Detector) -> Result<bool> {
     let last = store.last_of_kind("ConfigApplied")?;
     let same = match last.map(|e| e.decode()).transpose()? {
         Some(Event::ConfigApplied(applied)) => applied.hash == config.hash,
@@ -72,7 +72,7 @@ pub fn apply_config(config: &Config, store: &EventStore, detector: &Detector) ->
 }
 
 /// Applies the config: recorded if it changed, and its subscribers recorded as events.
-pub fn apply(config: &Config, store: &EventStore, detector: &Detector) -> Result<()> {
+pub fn apply(config: &Config, store: &SqliteStore, detector: &Detector) -> Result<()> {
     apply_config(config, store, detector)?;
     crate::subscribers::apply_config(store, config).context("applying the config's subscribers")?;
     Ok(())
@@ -83,7 +83,7 @@ pub fn apply(config: &Config, store: &EventStore, detector: &Detector) -> Result
 /// the next step reads them.
 pub async fn after_polls(
     config: &Config,
-    store: &EventStore,
+    store: &SqliteStore,
     signer: Option<LinkSigner>,
 ) -> Result<AfterReport> {
     let (config, store) = (config.clone(), store.clone());
@@ -136,7 +136,7 @@ pub struct AfterReport {
 
 /// One full cycle: every feed polled now (except those gone for good), then the
 /// projections brought up to date.
-pub async fn run_once(mut config: Config, store: &EventStore) -> Result<CycleReport> {
+pub async fn run_once(mut config: Config, store: &SqliteStore) -> Result<CycleReport> {
     let detector = Arc::new(detector_for(&config, store)?);
     config.forget_example_texts();
     let config = &config;
@@ -165,7 +165,7 @@ pub async fn run_once(mut config: Config, store: &EventStore) -> Result<CycleRep
 /// One poll as a task of its own: (feed id, outcome).
 fn poll_task(
     fetcher: &Fetcher,
-    store: &EventStore,
+    store: &SqliteStore,
     feed: &FeedConfig,
     config: &Config,
     detector: &Arc<Detector>,
@@ -227,7 +227,7 @@ pub async fn shutdown_signal() {
 /// atomic append) and returns.
 pub async fn run(
     mut config: Config,
-    store: EventStore,
+    store: SqliteStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let mut detector = Arc::new(detector_for(&config, &store)?);
@@ -243,7 +243,7 @@ pub async fn run(
     let outbox_nudge = Arc::new(tokio::sync::Notify::new());
     let mut fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
     crate::ops::metrics_handle();
-    let mut health = Health::new(config.daemon.database.clone(), MAX_CYCLE_AGE);
+    let mut health = Health::new(store.clone(), MAX_CYCLE_AGE);
     health.links = Some(links_rx.clone());
     let (stop_service, service_stopped) = tokio::sync::watch::channel(false);
     let stop = || {
@@ -425,7 +425,7 @@ pub async fn run(
 /// break every link sent so far. Only a key file the config names anew is created.
 fn reloaded(
     current: &Config,
-    store: &EventStore,
+    store: &SqliteStore,
 ) -> Result<(Config, Arc<Detector>, Option<LinkSigner>)> {
     let mut new = Config::load(&current.path)?;
     if new.daemon.database != current.daemon.database {
@@ -451,7 +451,7 @@ fn reloaded(
 /// The config's detector: its rules, and each topic's learned reader (the model file
 /// when it matches the examples and rules, else trained now on the examples and the
 /// operators' corrections in the log).
-pub fn detector_for(config: &Config, store: &EventStore) -> Result<Detector> {
+pub fn detector_for(config: &Config, store: &SqliteStore) -> Result<Detector> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -22,7 +22,7 @@ use crate::feed::{self, FeedContext};
 use crate::fetch::{FetchError, Fetcher, Validators};
 use crate::observe;
 use crate::projections::{Articles, FeedHealth, FeedHealthRow};
-use crate::store::{EventStore, NewEvent, StoreError};
+use crate::store::{NewEvent, SqliteStore, StoreError};
 
 /// The first wait after a failure; it doubles with each failure in a row.
 const BACKOFF_BASE: Duration = Duration::from_secs(60);
@@ -53,7 +53,7 @@ pub fn target_url(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> Url {
 /// Polls one feed and records the outcome (and its metrics).
 pub async fn poll(
     fetcher: &Fetcher,
-    store: &EventStore,
+    store: &SqliteStore,
     feed: &FeedConfig,
     limits: &FetchLimits,
     detector: &Arc<Detector>,
@@ -109,7 +109,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn poll_inner(
     fetcher: &Fetcher,
-    store: &EventStore,
+    store: &SqliteStore,
     feed: &FeedConfig,
     limits: &FetchLimits,
     detector: &Arc<Detector>,
@@ -193,7 +193,7 @@ async fn poll_inner(
 /// parse while this one is written; the fetch slot is kept until the append is done,
 /// so batches waiting for the writer stay as few as fetches in flight.
 fn record_fetched(
-    store: &EventStore,
+    store: &SqliteStore,
     feed: &FeedConfig,
     detector: &Arc<Detector>,
     mut fetched: crate::fetch::Fetched,
@@ -311,7 +311,7 @@ fn record_fetched(
 
 /// Records a failed poll off the async workers.
 async fn failure(
-    store: &EventStore,
+    store: &SqliteStore,
     feed: &FeedConfig,
     url: &Url,
     err: FetchError,
@@ -323,7 +323,7 @@ async fn failure(
 }
 
 fn record_failure(
-    store: &EventStore,
+    store: &SqliteStore,
     feed: &FeedConfig,
     url: &Url,
     err: FetchError,

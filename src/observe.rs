@@ -12,7 +12,7 @@ use crate::detect::{ArticleText, Classification, Detector};
 use crate::events::stream;
 use crate::events::{ArticleBody, ArticleClassified, Event, StanceObserved, TopicScore};
 use crate::projections::ArticleRow;
-use crate::store::{EventStore, NewEvent, StoreError};
+use crate::store::{NewEvent, SqliteStore, StoreError};
 
 pub fn classify(detector: &Detector, body: &ArticleBody) -> Classification {
     detector.classify(&ArticleText {
@@ -93,7 +93,7 @@ pub fn events(
 
 /// Re-runs detection over every stored article under the current rules, without
 /// refetching. Returns (articles read, articles whose reading was new).
-pub fn reclassify(detector: &Detector, store: &EventStore) -> Result<(u64, u64), StoreError> {
+pub fn reclassify(detector: &Detector, store: &SqliteStore) -> Result<(u64, u64), StoreError> {
     let articles: Vec<ArticleRow> = store.read(crate::projections::Articles::all)?;
     let relevant = store.read(crate::projections::Detections::relevant_articles)?;
     let mut changed = 0;

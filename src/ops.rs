@@ -6,21 +6,20 @@
 //! articles, detection, stance changes, digests) and rendered by its Prometheus
 //! exporter; none of them tells one subscription request from another. Health says
 //! whether the last cycle is recent, the database answers and the web key file still
-//! holds the key in use; it opens the database afresh for that, as any other process
-//! would, and names no path and no error (the daemon's log has them).
+//! holds the key in use (the store's `probe` opens the database afresh for that, as any
+//! other process would), and names no path and no error (the daemon's log has them).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::SqliteStore;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use rusqlite::{Connection, OpenFlags};
 
 /// Seconds buckets for poll and cycle durations.
 const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -88,7 +87,8 @@ fn describe() {
 /// What /healthz needs to know.
 #[derive(Clone)]
 pub struct Health {
-    pub database: PathBuf,
+    /// The log, whose `probe` says whether the database answers.
+    pub store: SqliteStore,
     /// Unix seconds of the last successful cycle (0: none yet).
     pub last_cycle: Arc<AtomicI64>,
     pub started: i64,
@@ -99,9 +99,9 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(database: PathBuf, max_cycle_age: Duration) -> Health {
+    pub fn new(store: SqliteStore, max_cycle_age: Duration) -> Health {
         Health {
-            database,
+            store,
             last_cycle: Arc::new(AtomicI64::new(0)),
             started: chrono::Utc::now().timestamp(),
             max_cycle_age,
@@ -122,15 +122,7 @@ impl Health {
     }
 
     fn database_answers(&self) -> Result<u64, String> {
-        let conn = Connection::open_with_flags(
-            &self.database,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| e.to_string())?;
-        conn.busy_timeout(Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-            .map_err(|e| e.to_string())
+        self.store.probe().map_err(|e| e.to_string())
     }
 }
 
@@ -228,7 +220,16 @@ mod tests {
     #[tokio::test]
     async fn health_names_no_path_and_no_count() {
         let dir = tempfile::tempdir().unwrap();
-        let health = Health::new(dir.path().join("missing/vigia.db"), Duration::from_secs(60));
+        let path = dir.path().join("vigia.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let health = Health::new(store.clone(), Duration::from_secs(60));
+        let answering = healthz(State(health.clone())).await.into_response();
+        assert_eq!(answering.status(), StatusCode::OK);
+        // The handle's own connections would still answer from a deleted file: the
+        // probe opens it afresh.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
         let response = healthz(State(health)).await.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = axum::body::to_bytes(response.into_body(), 4096)

@@ -16,7 +16,7 @@ use crate::detect::Stance;
 use crate::events::stream;
 use crate::events::{CorrectedStance, Event, ReadingCorrected};
 use crate::projections::Articles;
-use crate::store::{EventStore, NewEvent, StoreError};
+use crate::store::{NewEvent, SqliteStore, StoreError};
 
 /// One stored reading of one article for one topic.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -105,7 +105,7 @@ pub enum CorrectionError {
 /// Checks a correction against the config and the stored articles, then records it.
 pub fn correct(
     config: &Config,
-    store: &EventStore,
+    store: &SqliteStore,
     correction: ReadingCorrected,
 ) -> Result<u64, CorrectionError> {
     let Some(rules) = config.topics.iter().find(|t| t.id == correction.topic) else {
@@ -157,7 +157,7 @@ fn unknown(rules: &crate::config::TopicConfig, what: &'static str, id: &str) -> 
 /// Every corrected article as a training example, by topic: the stored reading with
 /// the corrections laid over it, in the order they were recorded.
 pub fn corrected_examples(
-    store: &EventStore,
+    store: &SqliteStore,
 ) -> Result<BTreeMap<String, Vec<Example>>, StoreError> {
     let mut corrections: Vec<ReadingCorrected> = Vec::new();
     let mut after = 0;

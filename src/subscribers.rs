@@ -15,9 +15,10 @@ use crate::config::{Config, DigestMode, SubscriberConfig};
 use crate::digest::{ConfirmationDraft, RenderError, Templates};
 use crate::events::stream;
 use crate::events::{Event, SubscriberUnsubscribed, Subscription, SubscriptionChannel};
-use crate::links::{KeyError, LinkSigner, Purpose, TokenError, CONFIRM_TTL_S};
+use crate::links::{KeyError, LinkSigner, Purpose, Token, TokenError, CONFIRM_TTL_S};
 use crate::projections::{self, Outbox, SubscriberRow, Subscribers};
-use crate::store::{EventStore, NewEvent, StoreError};
+use crate::store::{append_in, stream_events, NewEvent, SqliteStore, StoreError};
+use rusqlite::Connection;
 
 /// At most one confirmation mail per address in this many seconds.
 pub const CONFIRMATION_GAP_S: i64 = 3600;
@@ -34,7 +35,7 @@ fn digest_text(mode: &DigestMode) -> String {
 
 /// Records the changes between the config's subscribers and the recorded ones.
 /// Returns how many events it appended.
-pub fn apply_config(store: &EventStore, config: &Config) -> Result<usize, StoreError> {
+pub fn apply_config(store: &SqliteStore, config: &Config) -> Result<usize, StoreError> {
     projections::catch_up(store)?;
     let known: Vec<SubscriberRow> = store.read(Subscribers::all)?;
     let mut batch = Vec::new();
@@ -94,7 +95,7 @@ fn confirmed_event(sub: &SubscriberConfig, digest: &str, via: SubscriptionChanne
 }
 
 /// `vigia subscribers add`: confirmed at once (the operator vouches for the address).
-pub fn add(store: &EventStore, sub: &SubscriberConfig) -> Result<(), StoreError> {
+pub fn add(store: &SqliteStore, sub: &SubscriberConfig) -> Result<(), StoreError> {
     store.append_one(confirmed_event(
         sub,
         &digest_text(&sub.digest),
@@ -104,7 +105,7 @@ pub fn add(store: &EventStore, sub: &SubscriberConfig) -> Result<(), StoreError>
 }
 
 /// `vigia subscribers remove`. Returns false when the address was not subscribed.
-pub fn remove(store: &EventStore, email: &str) -> Result<bool, StoreError> {
+pub fn remove(store: &SqliteStore, email: &str) -> Result<bool, StoreError> {
     projections::catch_up(store)?;
     let known = store.read(Subscribers::all)?;
     let Some(row) = known
@@ -162,11 +163,11 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// Records a self-service request and queues its confirmation mail, in one append,
-/// unless the address had one within the hour or the hourly cap is reached. Callers
-/// serialise requests (the web holds a lock), so two at once cannot both pass the
-/// checks.
+/// unless the address had one within the hour or the hourly cap is reached. The
+/// checks and the append are one write job on the store's writer, so two requests at
+/// once cannot both pass them.
 pub fn request(
-    store: &EventStore,
+    store: &SqliteStore,
     config: &Config,
     signer: Option<&LinkSigner>,
     templates: &Templates,
@@ -174,26 +175,13 @@ pub fn request(
     now: DateTime<Utc>,
 ) -> Result<RequestOutcome, SubscribeError> {
     let signer = signer.ok_or(SubscribeError::NoWeb)?;
-    projections::catch_up(store)?;
-    let hour_ago = rfc3339(now - chrono::Duration::seconds(CONFIRMATION_GAP_S));
-    let (to_address, overall) = store.read(|c| {
-        Ok((
-            Outbox::confirmations_since(c, Some(&req.email), &hour_ago)?,
-            Outbox::confirmations_since(c, None, &hour_ago)?,
-        ))
-    })?;
-    if to_address > 0 {
-        return Ok(RequestOutcome::TooSoonForAddress);
-    }
-    if overall >= CONFIRMATIONS_PER_HOUR {
-        tracing::warn!("the hourly cap on confirmation mails is reached: requests are dropped");
-        return Ok(RequestOutcome::TooManyOverall);
-    }
     let mode = if req.digest == "on-change" {
         "on change".to_string()
     } else {
         format!("digest on \"{}\"", req.digest)
     };
+    // The mail is drafted first (rendering takes no lock); it is recorded only if the
+    // checks below let it through.
     let (link, slot) = signer.confirm_slot(&req.email, now.timestamp())?;
     let link_id = slot.id.clone();
     let draft = ConfirmationDraft {
@@ -216,8 +204,23 @@ pub fn request(
             token: Some(link_id),
         }),
     );
-    store.append(vec![requested, mail])?;
-    Ok(RequestOutcome::MailQueued)
+    let hour_ago = rfc3339(now - chrono::Duration::seconds(CONFIRMATION_GAP_S));
+    let email = req.email.clone();
+    let outcome = store.write(move |tx| {
+        projections::catch_up_in(tx)?;
+        if Outbox::confirmations_since(tx, Some(&email), &hour_ago)? > 0 {
+            return Ok(RequestOutcome::TooSoonForAddress);
+        }
+        if Outbox::confirmations_since(tx, None, &hour_ago)? >= CONFIRMATIONS_PER_HOUR {
+            return Ok(RequestOutcome::TooManyOverall);
+        }
+        append_in(tx, vec![requested, mail])?;
+        Ok(RequestOutcome::MailQueued)
+    })?;
+    if outcome == RequestOutcome::TooManyOverall {
+        tracing::warn!("the hourly cap on confirmation mails is reached: requests are dropped");
+    }
+    Ok(outcome)
 }
 
 /// Why a signed link did nothing.
@@ -245,6 +248,12 @@ pub enum LinkError {
     Panicked(String),
 }
 
+impl From<rusqlite::Error> for LinkError {
+    fn from(e: rusqlite::Error) -> LinkError {
+        LinkError::Store(StoreError::Sqlite(e))
+    }
+}
+
 impl From<TokenError> for LinkError {
     fn from(e: TokenError) -> LinkError {
         LinkError::Refused(LinkRefused::Token(e))
@@ -255,41 +264,28 @@ fn unix(t: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp())
 }
 
-/// Checks a link's token and reads its subscriber, refusing a replayed link.
-fn follow(
-    store: &EventStore,
-    signer: &LinkSigner,
-    token: &str,
-    purpose: Purpose,
-    now: DateTime<Utc>,
-) -> Result<(crate::links::Token, Option<SubscriberRow>), LinkError> {
-    let token = signer.key().verify(token, purpose, now.timestamp())?;
-    projections::catch_up(store)?;
-    let (used, row) = store.read(|c| {
-        Ok((
-            Subscribers::token_used(c, &token.id)?,
-            Subscribers::get(c, &token.subject)?,
-        ))
-    })?;
-    if used {
+/// The subscriber a verified link names, refusing a replayed link. Reads the
+/// projections as they are on `conn`.
+fn follow(conn: &Connection, token: &Token) -> Result<Option<SubscriberRow>, LinkError> {
+    if Subscribers::token_used(conn, &token.id)? {
         return Err(LinkRefused::Used.into());
     }
-    Ok((token, row))
+    Ok(Subscribers::get(conn, &token.subject)?)
 }
 
 /// The request a confirmation link was sent for: the one that recorded the link's id.
 /// A link from before requests recorded it (no request names any id) confirms the
 /// latest request, as links did then.
 fn requested_by(
-    store: &EventStore,
-    token: &crate::links::Token,
+    conn: &Connection,
+    token: &Token,
     row: Option<SubscriberRow>,
 ) -> Result<(SubscriberRow, Subscription), LinkError> {
     let Some(row) = row else {
         return Err(LinkRefused::Stale.into());
     };
     let mut requests = Vec::new();
-    for stored in store.read_stream(&stream::subscriber(&row.email))? {
+    for stored in stream_events(conn, &stream::subscriber(&row.email))? {
         if let Event::SubscriberRequested(r) = stored.decode()? {
             requests.push(r);
         }
@@ -316,56 +312,86 @@ fn requested_by(
     Ok((row, waiting))
 }
 
+/// Runs a link's step as one write job: the projections caught up, the checks made
+/// and the outcome appended with no other write between them, so two clicks of one
+/// link cannot both pass the one-use check.
+fn link_step<T: Send + 'static>(
+    store: &SqliteStore,
+    step: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, LinkError> + Send + 'static,
+) -> Result<T, LinkError> {
+    store.write(move |tx| {
+        projections::catch_up_in(tx)?;
+        Ok(step(tx))
+    })?
+}
+
 /// Checks a confirmation link without using it: the address it would confirm.
 pub fn check_confirm(
-    store: &EventStore,
+    store: &SqliteStore,
     signer: &LinkSigner,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<String, LinkError> {
-    let (token, row) = follow(store, signer, token, Purpose::Confirm, now)?;
-    let (row, _) = requested_by(store, &token, row)?;
-    Ok(row.address)
+    let token = signer
+        .key()
+        .verify(token, Purpose::Confirm, now.timestamp())?;
+    link_step(store, move |tx| {
+        let row = follow(tx, &token)?;
+        let (row, _) = requested_by(tx, &token, row)?;
+        Ok(row.address)
+    })
 }
 
 /// Follows a confirmation link: the request it was sent for becomes the subscription.
 pub fn confirm(
-    store: &EventStore,
+    store: &SqliteStore,
     signer: &LinkSigner,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Subscription, LinkError> {
-    let (token, row) = follow(store, signer, token, Purpose::Confirm, now)?;
-    let (row, wanted) = requested_by(store, &token, row)?;
-    let confirmed = Subscription {
-        email: row.address.clone(),
-        via: SubscriptionChannel::Link,
-        token: Some(token.id.clone()),
-        ..wanted
-    };
-    store.append_one(NewEvent::new(
-        stream::subscriber(&row.email),
-        Event::SubscriberConfirmed(confirmed.clone()),
-    ))?;
-    Ok(confirmed)
+    let token = signer
+        .key()
+        .verify(token, Purpose::Confirm, now.timestamp())?;
+    link_step(store, move |tx| {
+        let row = follow(tx, &token)?;
+        let (row, wanted) = requested_by(tx, &token, row)?;
+        let confirmed = Subscription {
+            email: row.address.clone(),
+            via: SubscriptionChannel::Link,
+            token: Some(token.id.clone()),
+            ..wanted
+        };
+        append_in(
+            tx,
+            vec![NewEvent::new(
+                stream::subscriber(&row.email),
+                Event::SubscriberConfirmed(confirmed.clone()),
+            )],
+        )?;
+        Ok(confirmed)
+    })
 }
 
 /// Checks an unsubscribe link without using it: the address it would unsubscribe.
 pub fn check_unsubscribe(
-    store: &EventStore,
+    store: &SqliteStore,
     signer: &LinkSigner,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<String, LinkError> {
-    let (token, row) = follow(store, signer, token, Purpose::Unsubscribe, now)?;
-    let row = current_subscription(&token, row)?;
-    Ok(row.address)
+    let token = signer
+        .key()
+        .verify(token, Purpose::Unsubscribe, now.timestamp())?;
+    link_step(store, move |tx| {
+        let row = follow(tx, &token)?;
+        Ok(current_subscription(&token, row)?.address)
+    })
 }
 
 /// The subscription an unsubscribe link applies to: confirmed, and begun no later
 /// than the link was made (a link from an earlier subscription does not end a new one).
 fn current_subscription(
-    token: &crate::links::Token,
+    token: &Token,
     row: Option<SubscriberRow>,
 ) -> Result<SubscriberRow, LinkError> {
     match row {
@@ -384,23 +410,30 @@ fn current_subscription(
 
 /// Follows an unsubscribe link (the page's button, or a one-click POST).
 pub fn unsubscribe(
-    store: &EventStore,
+    store: &SqliteStore,
     signer: &LinkSigner,
     token: &str,
     via: SubscriptionChannel,
     now: DateTime<Utc>,
 ) -> Result<String, LinkError> {
-    let (token, row) = follow(store, signer, token, Purpose::Unsubscribe, now)?;
-    let row = current_subscription(&token, row)?;
-    store.append_one(NewEvent::new(
-        stream::subscriber(&row.email),
-        Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
-            email: row.address.clone(),
-            via,
-            token: Some(token.id),
-        }),
-    ))?;
-    Ok(row.address)
+    let token = signer
+        .key()
+        .verify(token, Purpose::Unsubscribe, now.timestamp())?;
+    link_step(store, move |tx| {
+        let row = current_subscription(&token, follow(tx, &token)?)?;
+        append_in(
+            tx,
+            vec![NewEvent::new(
+                stream::subscriber(&row.email),
+                Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
+                    email: row.address.clone(),
+                    via,
+                    token: Some(token.id.clone()),
+                }),
+            )],
+        )?;
+        Ok(row.address)
+    })
 }
 
 #[cfg(test)]
@@ -410,14 +443,14 @@ mod tests {
 
     const KEY: &str = "unit-test-key-0123456789";
 
-    fn setup() -> (tempfile::TempDir, EventStore, Config, LinkSigner) {
+    fn setup() -> (tempfile::TempDir, SqliteStore, Config, LinkSigner) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("web.secret"), KEY).unwrap();
         let text = "[daemon]\ndatabase = \"v.db\"\n\n[mail]\ntransport = \"file\"\ndir = \"out\"\nfrom = \"v <v@example.org>\"\n\n\
                     [web]\npublic_url = \"https://vigia.example.org\"\nsecret_file = \"web.secret\"\n\n\
                     [[topic]]\nid = \"a\"\n\n[[topic]]\nid = \"b\"\n";
         let config = Config::parse(&dir.path().join("vigia.toml"), text).unwrap();
-        let store = EventStore::open(&dir.path().join("v.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("v.db")).unwrap();
         let signer = LinkSigner::new(
             "https://vigia.example.org",
             SigningKey::from_bytes(KEY.as_bytes()).unwrap(),
@@ -425,13 +458,13 @@ mod tests {
         (dir, store, config, signer)
     }
 
-    fn row(store: &EventStore, email: &str) -> SubscriberRow {
+    fn row(store: &SqliteStore, email: &str) -> SubscriberRow {
         projections::catch_up(store).unwrap();
         store.read(|c| Subscribers::get(c, email)).unwrap().unwrap()
     }
 
     fn ask(
-        store: &EventStore,
+        store: &SqliteStore,
         config: &Config,
         topics: &[&str],
         now: DateTime<Utc>,
@@ -447,7 +480,7 @@ mod tests {
     }
 
     /// The confirmation link of the last mail queued, signed as sending signs it.
-    fn mailed_link(store: &EventStore, signer: &LinkSigner) -> String {
+    fn mailed_link(store: &SqliteStore, signer: &LinkSigner) -> String {
         let stored = store.last_of_kind("DigestQueued").unwrap().unwrap();
         let Event::DigestQueued(q) = stored.decode().unwrap() else {
             unreachable!()

@@ -16,7 +16,7 @@ use crate::config::TrackingConfig;
 use crate::events::stream;
 use crate::events::{Event, Evidence, StanceChanged};
 use crate::projections::{CurrentStance, Stances};
-use crate::store::{EventStore, ExpectedVersion, NewEvent, StoreError};
+use crate::store::{ExpectedVersion, NewEvent, SqliteStore, StoreError};
 use crate::story::{self, StoryInput};
 
 /// One observation with the article it came from.
@@ -224,7 +224,7 @@ pub fn decide(
 /// Decides and records the changes due now. Each is appended at the stream version it
 /// was decided against, so two trackers cannot record the same change twice.
 pub fn track(
-    store: &EventStore,
+    store: &SqliteStore,
     tracking: &TrackingConfig,
     now: DateTime<Utc>,
 ) -> Result<Vec<StanceChanged>, StoreError> {

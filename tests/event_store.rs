@@ -10,7 +10,7 @@ use vigia::events::{
     PollFailureKind,
 };
 use vigia::projections;
-use vigia::store::{EventStore, ExpectedVersion, NewEvent, OpenOptions, StoreError};
+use vigia::store::{ExpectedVersion, NewEvent, OpenOptions, SqliteStore, StoreError};
 
 use crate::util::Dir;
 
@@ -187,7 +187,7 @@ fn digest(id: &str, what: u8, attempt: u32) -> Event {
 #[test]
 fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
     let dir = Dir::new();
-    let store = EventStore::open(&dir.db()).unwrap();
+    let store = SqliteStore::open(&dir.db()).unwrap();
     store
         .append_one(NewEvent::new("feed:a", polled("a", 1)))
         .unwrap();
@@ -207,17 +207,17 @@ fn the_events_table_refuses_update_and_delete_at_the_sqlite_level() {
 #[test]
 fn two_writers_with_the_same_expected_version_exactly_one_wins() {
     let dir = Dir::new();
-    let first = EventStore::open(&dir.db()).unwrap();
+    let first = SqliteStore::open(&dir.db()).unwrap();
     first
         .append_one(NewEvent::new("feed:a", polled("a", 1)))
         .unwrap();
     for round in 0..10u64 {
         // Two handles: two connections and two writer threads, as two processes would have.
-        let a = EventStore::open(&dir.db()).unwrap();
-        let b = EventStore::open(&dir.db()).unwrap();
+        let a = SqliteStore::open(&dir.db()).unwrap();
+        let b = SqliteStore::open(&dir.db()).unwrap();
         let barrier = Arc::new(Barrier::new(2));
         let expected = ExpectedVersion::Exactly(1 + round);
-        let run = |store: EventStore, barrier: Arc<Barrier>| {
+        let run = |store: SqliteStore, barrier: Arc<Barrier>| {
             std::thread::spawn(move || {
                 barrier.wait();
                 store.append_one(NewEvent::new("feed:a", polled("a", 2)).expecting(expected))
@@ -239,7 +239,7 @@ fn two_writers_with_the_same_expected_version_exactly_one_wins() {
 #[test]
 fn appending_the_same_idempotency_key_twice_gives_one_event() {
     let dir = Dir::new();
-    let store = EventStore::open(&dir.db()).unwrap();
+    let store = SqliteStore::open(&dir.db()).unwrap();
     let event =
         || NewEvent::new("article:x", discovered("a", "x")).idempotent("article:x:discovered");
     let first = store.append_one(event()).unwrap();
@@ -256,7 +256,7 @@ fn appending_the_same_idempotency_key_twice_gives_one_event() {
 #[test]
 fn a_conflict_rolls_back_the_whole_batch() {
     let dir = Dir::new();
-    let store = EventStore::open(&dir.db()).unwrap();
+    let store = SqliteStore::open(&dir.db()).unwrap();
     store
         .append_one(NewEvent::new("s", polled("a", 1)))
         .unwrap();
@@ -278,7 +278,7 @@ fn a_conflict_rolls_back_the_whole_batch() {
 #[test]
 fn subscribers_see_the_head_move() {
     let dir = Dir::new();
-    let store = EventStore::open(&dir.db()).unwrap();
+    let store = SqliteStore::open(&dir.db()).unwrap();
     let mut rx = store.subscribe();
     store
         .append_one(NewEvent::new("s", polled("a", 1)))
@@ -319,7 +319,7 @@ fn projection_snapshot(path: &std::path::Path) -> Vec<(String, Vec<String>)> {
 #[test]
 fn replay_equals_incremental() {
     let dir = Dir::new();
-    let store = EventStore::open(&dir.db()).unwrap();
+    let store = SqliteStore::open(&dir.db()).unwrap();
     let mut rng = fastrand::Rng::with_seed(7);
     let feeds = ["a", "b", "c", "d", "e"];
     let mut revisions: std::collections::HashMap<String, u32> = Default::default();
@@ -389,7 +389,7 @@ const CRASH_CHILD: &str = "VIGIA_TEST_CRASH_CHILD_DB";
 /// The child: four threads append batches of 1..60 events until killed. Each event
 /// names its batch and the batch's size, so the parent can tell whole from partial.
 fn crash_child(db: &str) -> ! {
-    let store = EventStore::open(std::path::Path::new(db)).unwrap();
+    let store = SqliteStore::open(std::path::Path::new(db)).unwrap();
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let store = store.clone();
@@ -468,7 +468,7 @@ fn sigkill_during_batched_appends_leaves_only_whole_batches() {
             assert_eq!(count, size, "trial {trial}: batch {name} is partial");
         }
         // And the store still opens and appends after the crash.
-        let store = EventStore::open(&db).unwrap();
+        let store = SqliteStore::open(&db).unwrap();
         store
             .append_one(NewEvent::new(
                 "after",
@@ -488,7 +488,7 @@ fn count_events(db: &std::path::Path) -> u64 {
 #[test]
 fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
     let dir = Dir::new();
-    let store = EventStore::open_with(
+    let store = SqliteStore::open_with(
         &dir.db(),
         OpenOptions {
             max_pages: Some(64),
@@ -514,7 +514,7 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
         "the failed batch left nothing"
     );
     drop(store);
-    let store = EventStore::open(&dir.db()).unwrap();
+    let store = SqliteStore::open(&dir.db()).unwrap();
     assert_eq!(
         store.read_from(0, usize::MAX, None).unwrap().len(),
         recorded
@@ -525,7 +525,7 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
 fn a_corrupt_database_file_is_a_clear_error() {
     let dir = Dir::new();
     std::fs::write(dir.db(), vec![0x42u8; 8192]).unwrap();
-    let err = EventStore::open(&dir.db())
+    let err = SqliteStore::open(&dir.db())
         .err()
         .expect("a garbage file must not open");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
@@ -535,12 +535,12 @@ fn a_corrupt_database_file_is_a_clear_error() {
 #[test]
 fn a_database_from_a_newer_vigia_is_refused() {
     let dir = Dir::new();
-    drop(EventStore::open(&dir.db()).unwrap());
+    drop(SqliteStore::open(&dir.db()).unwrap());
     Connection::open(dir.db())
         .unwrap()
         .pragma_update(None, "user_version", 999)
         .unwrap();
-    let err = EventStore::open(&dir.db()).err().expect("must refuse");
+    let err = SqliteStore::open(&dir.db()).err().expect("must refuse");
     assert!(
         matches!(err, StoreError::TooNew { found: 999, .. }),
         "{err}"
@@ -551,7 +551,7 @@ fn a_database_from_a_newer_vigia_is_refused() {
 #[test]
 fn a_database_in_a_read_only_place_is_a_clear_error() {
     // Tests run as root here, so permissions cannot make a folder read-only; sysfs is.
-    let err = EventStore::open(std::path::Path::new("/sys/vigia-test/vigia.db"))
+    let err = SqliteStore::open(std::path::Path::new("/sys/vigia-test/vigia.db"))
         .err()
         .expect("sysfs is not writable");
     assert!(
@@ -561,7 +561,7 @@ fn a_database_in_a_read_only_place_is_a_clear_error() {
         ),
         "{err}"
     );
-    let err = EventStore::open(std::path::Path::new("/sys/vigia.db"))
+    let err = SqliteStore::open(std::path::Path::new("/sys/vigia.db"))
         .err()
         .expect("sysfs is not writable");
     assert!(err.to_string().contains("/sys/vigia.db"), "{err}");

@@ -13,7 +13,7 @@ use crate::detect::examples::Example;
 use crate::detect::learned::TrainOptions;
 use crate::detect::topic_models::{featurise, model_path};
 use crate::detect::{train_topic, ArticleText, Detector};
-use crate::store::EventStore;
+use crate::store::SqliteStore;
 
 #[derive(Debug, serde::Deserialize)]
 struct ClassifyInput {
@@ -407,7 +407,7 @@ fn print_pairs(out: &mut impl Write, report: &crate::eval::Report) -> Result<()>
 /// model file written beside its examples.
 pub(super) fn train(
     config: &Config,
-    store: Option<&EventStore>,
+    store: Option<&SqliteStore>,
     topic: Option<&str>,
 ) -> Result<()> {
     let wanted = topic.map(|t| topic_or_first(config, Some(t))).transpose()?;
@@ -462,7 +462,7 @@ pub(super) fn train(
 }
 
 /// `vigia readings`.
-pub(super) fn print_readings(store: &EventStore, uncertain: bool, limit: usize) -> Result<()> {
+pub(super) fn print_readings(store: &SqliteStore, uncertain: bool, limit: usize) -> Result<()> {
     let readings = store.read(|c| crate::readings::list(c, uncertain, limit))?;
     let mut out = std::io::stdout().lock();
     for r in readings {

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError};
 use crate::projections;
-use crate::store::EventStore;
+use crate::store::SqliteStore;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -418,8 +418,8 @@ pub fn load_config(path: &Path, db_override: Option<&Path>) -> Result<Config> {
     Ok(config)
 }
 
-fn open_store(config: &Config) -> Result<EventStore> {
-    let store = EventStore::open(&config.daemon.database)?;
+fn open_store(config: &Config) -> Result<SqliteStore> {
+    let store = SqliteStore::open(&config.daemon.database)?;
     projections::catch_up(&store).context("bringing the projections up to date")?;
     Ok(store)
 }

@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::{SubscribersCommand, UsageError};
 use crate::config::{Config, MailTransport};
 use crate::projections::FeedHealth;
-use crate::store::EventStore;
+use crate::store::SqliteStore;
 
 pub(super) fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
@@ -124,7 +124,7 @@ pub(super) fn check(path: &Path) -> Result<()> {
 }
 
 pub(super) fn print_events(
-    store: &EventStore,
+    store: &SqliteStore,
     since: u64,
     kind: Option<&str>,
     follow: bool,
@@ -153,7 +153,7 @@ pub(super) fn print_events(
     }
 }
 
-pub(super) fn print_feeds(config: &Config, store: &EventStore) -> Result<()> {
+pub(super) fn print_feeds(config: &Config, store: &SqliteStore) -> Result<()> {
     let health = store.read(FeedHealth::list)?;
     let now = chrono::Utc::now();
     let mut out = std::io::stdout().lock();
@@ -222,7 +222,7 @@ fn short_time(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
-pub(super) fn print_stances(config: &Config, store: &EventStore, history: bool) -> Result<()> {
+pub(super) fn print_stances(config: &Config, store: &SqliteStore, history: bool) -> Result<()> {
     use crate::projections::Stances;
     let mut out = std::io::stdout().lock();
     let label = |topic: &str, issue: &str, actor: &str| {
@@ -313,7 +313,7 @@ pub(super) fn print_stances(config: &Config, store: &EventStore, history: bool) 
     Ok(())
 }
 
-pub(super) fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> Result<()> {
+pub(super) fn preview(config: &Config, store: &SqliteStore, to: Option<&str>) -> Result<()> {
     use crate::projections::Subscribers;
     let templates = crate::digest::Templates::load(config.mail.templates.as_deref())?;
     // The preview shows links as they are queued, with a placeholder for the token
@@ -360,7 +360,7 @@ pub(super) fn preview(config: &Config, store: &EventStore, to: Option<&str>) -> 
 
 pub(super) fn subscribers(
     config: &Config,
-    store: &EventStore,
+    store: &SqliteStore,
     cmd: &SubscribersCommand,
 ) -> Result<()> {
     use crate::projections::Subscribers;

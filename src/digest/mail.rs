@@ -24,7 +24,7 @@ use crate::events::stream;
 use crate::events::{DigestFailed, DigestQueued, DigestSent, Event};
 use crate::links::LinkSigner;
 use crate::projections::{Outbox, OutboxRow};
-use crate::store::{EventStore, NewEvent, StoreError};
+use crate::store::{NewEvent, SqliteStore, StoreError};
 
 /// The longest wait between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(3600);
@@ -203,7 +203,7 @@ pub struct DeliveryReport {
 
 /// The DigestQueued event behind an outbox row, and when it was recorded.
 fn queued_message(
-    store: &EventStore,
+    store: &SqliteStore,
     row: &OutboxRow,
 ) -> Result<Option<(DigestQueued, DateTime<Utc>)>, StoreError> {
     let events = store.read_from(row.queued_seq.saturating_sub(1), 1, None)?;
@@ -221,7 +221,7 @@ fn queued_message(
 
 /// Sends every due message in the outbox and records each outcome.
 pub fn deliver_due(
-    store: &EventStore,
+    store: &SqliteStore,
     mailer: &Mailer,
     now: DateTime<Utc>,
 ) -> Result<DeliveryReport, StoreError> {

@@ -24,7 +24,7 @@ use crate::events::stream;
 use crate::events::{DigestQueued, Event, LinkSlot};
 use crate::links::LinkSigner;
 use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribers};
-use crate::store::{EventStore, NewEvent, StoreError};
+use crate::store::{NewEvent, SqliteStore, StoreError};
 use crate::story::{self, StoryInput};
 
 pub use render::{template_environment, RenderError, Templates};
@@ -504,7 +504,7 @@ pub fn confirmation(
 
 /// Renders the drafts and queues them. Returns how many were newly queued.
 pub fn queue(
-    store: &EventStore,
+    store: &SqliteStore,
     config: &Config,
     templates: &Templates,
     drafts: Vec<Draft>,

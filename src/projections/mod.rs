@@ -16,7 +16,7 @@ mod subscribers;
 use rusqlite::{OptionalExtension, Transaction};
 
 use crate::events::Event;
-use crate::store::{EventStore, StoreError, StoredEvent};
+use crate::store::{SqliteStore, StoreError, StoredEvent};
 
 pub use articles::{ArticleRow, Articles};
 pub use detections::{Detections, RelevantArticle};
@@ -59,7 +59,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
 }
 
 /// Brings every projection up to the head of the log. Returns how many events were applied.
-pub fn catch_up(store: &EventStore) -> Result<u64, StoreError> {
+pub fn catch_up(store: &SqliteStore) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
         let (applied, more) = store.write(|tx| apply_chunk(tx, &all()))?;
@@ -70,8 +70,22 @@ pub fn catch_up(store: &EventStore) -> Result<u64, StoreError> {
     }
 }
 
+/// Brings every projection up to date within the caller's transaction (a write job's):
+/// what a check that reads projections runs first, in the same step as its append.
+pub fn catch_up_in(tx: &Transaction<'_>) -> Result<u64, StoreError> {
+    let projections = all();
+    let mut total = 0;
+    loop {
+        let (applied, more) = apply_chunk(tx, &projections)?;
+        total += applied;
+        if !more {
+            return Ok(total);
+        }
+    }
+}
+
 /// Clears every projection and rebuilds it from the whole log.
-pub fn rebuild(store: &EventStore) -> Result<u64, StoreError> {
+pub fn rebuild(store: &SqliteStore) -> Result<u64, StoreError> {
     store.write(|tx| {
         for projection in all() {
             for table in projection.tables() {

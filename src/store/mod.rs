@@ -1,12 +1,14 @@
 //! The append-only event log in SQLite: the one place that opens the database.
 //!
-//! `EventStore::open` creates the folder, sets WAL, synchronous and a busy timeout,
+//! `SqliteStore::open` creates the folder, sets WAL, synchronous and a busy timeout,
 //! applies the numbered migrations in `migrations/`, and hands out a cheap clonable
 //! handle. All writes go through one writer thread (`writer`), which groups concurrent
 //! appends into one transaction. Reads use their own connection. What events mean is
 //! left to `crate::events`; what is built from them, to `crate::projections`.
 
 mod writer;
+
+pub use writer::append_in;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,8 @@ const MIGRATIONS: &[M<'static>] = &[
 
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A health probe answers sooner than that, or the database counts as not answering.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -245,9 +249,66 @@ pub struct OpenOptions {
 const SELECT_EVENT: &str =
     "SELECT seq, stream, version, kind, schema_version, payload, recorded_at, idempotency_key FROM events";
 
-/// A clonable handle on the event log.
+/// The event log's contract: what every backend gives, and all that the log's own
+/// users (ingestion, tracking, delivery, `vigia events`, replay) may rely on. Events
+/// are appended to streams at an expected version, atomically per batch, each at most
+/// once per idempotency key; they are read back in one global order, from a position
+/// or by stream; a follower hears of new events and reads from where it stopped.
+/// `SqliteStore` is today's backend; `tests/event_store.rs` holds the conformance
+/// suite a second one must pass.
+pub trait EventStore: Send + Sync {
+    /// Appends events atomically: all of them, or (on a conflict or error) none. An
+    /// event whose idempotency key is already in the log is not written again; its
+    /// original comes back as `Appended::Duplicate`.
+    fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError>;
+    /// Events after `after_seq` in log order, at most `limit`, optionally of one kind.
+    fn read_from(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        kind: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Every event of one stream, in version order.
+    fn read_stream(&self, stream: &str) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The highest position in the log, as the database has it now.
+    fn head(&self) -> Result<u64, StoreError>;
+    /// The latest position appended through this handle, as it moves. A follower
+    /// reads from its own position whenever this changes, so it misses nothing.
+    fn follow(&self) -> watch::Receiver<u64>;
+    /// Whether the database answers a fresh connection (health checks).
+    fn probe(&self) -> Result<u64, StoreError>;
+}
+
+impl EventStore for SqliteStore {
+    fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        SqliteStore::append(self, events)
+    }
+    fn read_from(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        kind: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        SqliteStore::read_from(self, after_seq, limit, kind)
+    }
+    fn read_stream(&self, stream: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        SqliteStore::read_stream(self, stream)
+    }
+    fn head(&self) -> Result<u64, StoreError> {
+        SqliteStore::head(self)
+    }
+    fn follow(&self) -> watch::Receiver<u64> {
+        self.subscribe()
+    }
+    fn probe(&self) -> Result<u64, StoreError> {
+        SqliteStore::probe(self)
+    }
+}
+
+/// A clonable handle on the event log in SQLite, and on the projections' tables
+/// beside it (`read` and `write` hand out its connections).
 #[derive(Clone)]
-pub struct EventStore {
+pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -258,12 +319,12 @@ struct Inner {
     head: watch::Sender<u64>,
 }
 
-impl EventStore {
-    pub fn open(path: &Path) -> Result<EventStore, StoreError> {
-        EventStore::open_with(path, OpenOptions::default())
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, OpenOptions::default())
     }
 
-    pub fn open_with(path: &Path, options: OpenOptions) -> Result<EventStore, StoreError> {
+    pub fn open_with(path: &Path, options: OpenOptions) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
@@ -276,7 +337,7 @@ impl EventStore {
         let head = head_seq(&reader).map_err(|e| StoreError::from_sqlite(e, path))?;
         let (head_tx, _) = watch::channel(head);
         let writer = writer::Writer::spawn(write_conn, path.to_path_buf(), head_tx.clone());
-        Ok(EventStore {
+        Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 reader: Mutex::new(reader),
@@ -306,8 +367,55 @@ impl EventStore {
             .ok_or(StoreError::WriterGone)
     }
 
+    /// `append`, awaited: for async tasks, which must not block a runtime worker
+    /// while the writer commits.
+    pub async fn append_async(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.writer.append_async(events).await
+    }
+
+    /// `read`, on the blocking pool: for async tasks.
+    pub async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|e| StoreError::Panicked(e.to_string()))?
+    }
+
+    /// `write`, awaited: for async tasks.
+    pub async fn write_async<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(job))
+            .await
+            .map_err(|e| StoreError::Panicked(e.to_string()))?
+    }
+
+    /// Opens the database afresh, read-only, and reads its head: what a health check
+    /// asks (the handle's own connections would still answer from a deleted file).
+    pub fn probe(&self) -> Result<u64, StoreError> {
+        let path = &self.inner.path;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::from_sqlite(e, path))?;
+        conn.busy_timeout(PROBE_TIMEOUT)
+            .map_err(|e| StoreError::from_sqlite(e, path))?;
+        head_seq(&conn).map_err(|e| StoreError::from_sqlite(e, path))
+    }
+
     /// Runs `job` on the writer's connection inside one transaction: how projections
-    /// write their rows and checkpoint together without competing with appends.
+    /// write their rows and checkpoint together without competing with appends, and
+    /// how a check and the append it allows happen as one step (`append_in`): no
+    /// other write comes between them, so callers need no lock of their own.
     pub fn write<T: Send + 'static>(
         &self,
         job: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -362,13 +470,7 @@ impl EventStore {
 
     /// Every event of one stream, in version order.
     pub fn read_stream(&self, stream: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{SELECT_EVENT} WHERE stream = ?1 ORDER BY version"
-            ))?;
-            let rows = stmt.query_map([stream], StoredEvent::from_row)?;
-            rows.collect()
-        })
+        self.read(|conn| stream_events(conn, stream))
     }
 
     /// The last event of a kind, if any.
@@ -393,6 +495,16 @@ impl EventStore {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.head.subscribe()
     }
+}
+
+/// Every event of one stream, in version order, on a connection already open (a
+/// write job's transaction).
+pub fn stream_events(conn: &Connection, stream: &str) -> rusqlite::Result<Vec<StoredEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT_EVENT} WHERE stream = ?1 ORDER BY version"
+    ))?;
+    let rows = stmt.query_map([stream], StoredEvent::from_row)?;
+    rows.collect()
 }
 
 fn head_seq(conn: &Connection) -> rusqlite::Result<u64> {

@@ -32,11 +32,28 @@ struct JobDone {
 }
 
 enum Request {
-    Append {
-        events: Vec<Encoded>,
-        reply: mpsc::Sender<Result<Vec<Appended>, StoreError>>,
-    },
+    Append { events: Vec<Encoded>, reply: Reply },
     Job(WriteJob),
+}
+
+type Answer = Result<Vec<Appended>, StoreError>;
+
+/// Where an append's outcome goes: a thread waiting on a channel, or a task awaiting
+/// it (so async callers never block a runtime worker on the writer).
+enum Reply {
+    Blocking(mpsc::Sender<Answer>),
+    Async(tokio::sync::oneshot::Sender<Answer>),
+}
+
+impl Reply {
+    fn send(self, answer: Answer) {
+        // A caller that went away (a cancelled task) no longer needs the answer; the
+        // events are recorded or not all the same.
+        match self {
+            Reply::Blocking(tx) => drop(tx.send(answer)),
+            Reply::Async(tx) => drop(tx.send(answer)),
+        }
+    }
 }
 
 /// An event with its payload already encoded: the caller's thread does the JSON, so
@@ -61,20 +78,31 @@ impl Writer {
     }
 
     pub(super) fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        let events = events
-            .into_iter()
-            .map(|new| {
-                Ok(Encoded {
-                    payload: new.event.payload_raw()?,
-                    new,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let events = encode(events)?;
         let (reply, answer) = mpsc::channel();
         self.requests
-            .send(Request::Append { events, reply })
+            .send(Request::Append {
+                events,
+                reply: Reply::Blocking(reply),
+            })
             .map_err(|_| StoreError::WriterGone)?;
         answer.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// The same as `append`, awaited instead of waited for.
+    pub(super) async fn append_async(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let events = encode(events)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Request::Append {
+                events,
+                reply: Reply::Async(reply),
+            })
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     pub(super) fn run<T: Send + 'static>(
@@ -98,6 +126,42 @@ impl Writer {
     }
 }
 
+fn encode(events: Vec<NewEvent>) -> Result<Vec<Encoded>, StoreError> {
+    events
+        .into_iter()
+        .map(|new| {
+            Ok(Encoded {
+                payload: new.event.payload_raw()?,
+                new,
+            })
+        })
+        .collect()
+}
+
+/// Appends within a write job's transaction (see `SqliteStore::write`): how a check
+/// and the append it allows happen as one step, with no other write between them.
+pub fn append_in(tx: &Transaction<'_>, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+    let path = PathBuf::from(tx.path().unwrap_or_default());
+    let events = encode(events)?;
+    let step = |sql: &str| {
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::from_sqlite(e, &path))
+    };
+    step("SAVEPOINT append_in_job")?;
+    match append_all(tx, events, &path) {
+        Ok(appended) => {
+            step("RELEASE append_in_job")?;
+            Ok(appended)
+        }
+        Err(err) if tx.is_autocommit() => Err(err),
+        Err(err) => {
+            step("ROLLBACK TO append_in_job")?;
+            step("RELEASE append_in_job")?;
+            Err(err)
+        }
+    }
+}
+
 fn run(
     mut conn: Connection,
     path: PathBuf,
@@ -113,7 +177,7 @@ fn run(
                 Request::Job(job) => {
                     // Keep log order: appends queued before the job are written first.
                     write_group(&mut conn, &path, &head, std::mem::take(&mut appends));
-                    run_job(&mut conn, &path, job);
+                    run_job(&mut conn, &path, &head, job);
                 }
             }
             if appends.len() < MAX_GROUP {
@@ -123,8 +187,6 @@ fn run(
         write_group(&mut conn, &path, &head, appends);
     }
 }
-
-type Reply = mpsc::Sender<Result<Vec<Appended>, StoreError>>;
 
 fn write_group(
     conn: &mut Connection,
@@ -177,33 +239,44 @@ fn write_group(
     })();
     match outcome {
         Ok(seq) => {
-            head.send_if_modified(|current| {
-                let moved = *current != seq;
-                *current = seq;
-                moved
-            });
+            announce(head, seq);
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+                reply.send(result);
             }
         }
         Err(err) => {
             // The transaction did not commit: nothing of the group is in the log.
             for reply in replies {
-                let _ = reply.send(Err(err.for_another_caller()));
+                reply.send(Err(err.for_another_caller()));
             }
         }
     }
 }
 
-fn run_job(conn: &mut Connection, path: &Path, job: WriteJob) {
+/// Tells followers the log's new head.
+fn announce(head: &watch::Sender<u64>, seq: u64) {
+    head.send_if_modified(|current| {
+        let moved = *current != seq;
+        *current = seq;
+        moved
+    });
+}
+
+fn run_job(conn: &mut Connection, path: &Path, head: &watch::Sender<u64>, job: WriteJob) {
     match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => {
             let done = job(&tx);
+            // A job may have appended (`append_in`): followers hear of it as of any
+            // append, once it is committed.
+            let seq = super::head_seq(&tx).ok();
             let outcome = if done.commit {
                 tx.commit().map_err(|e| StoreError::from_sqlite(e, path))
             } else {
                 tx.rollback().map_err(|e| StoreError::from_sqlite(e, path))
             };
+            if let (true, Ok(()), Some(seq)) = (done.commit, &outcome, seq) {
+                announce(head, seq);
+            }
             (done.finish)(outcome);
         }
         Err(e) => {

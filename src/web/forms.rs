@@ -364,7 +364,6 @@ pub(super) async fn subscribe(
     // whether anything was recorded (a throttled request records nothing).
     let answer_at = tokio::time::Instant::now() + ANSWER_FLOOR;
     let outcome = {
-        let _serial = web.request_lock.lock().await;
         let (store, templates_web) = (web.store.clone(), web.clone());
         tokio::task::spawn_blocking(move || {
             subscribers::request(
@@ -568,8 +567,8 @@ pub(super) async fn confirm(
         Err(page) => return page,
     };
     let store = web.store.clone();
-    // One link step at a time: two clicks of one link cannot both pass the replay check.
-    let _serial = web.request_lock.lock().await;
+    // Two clicks of one link cannot both pass the one-use check: the step is one write
+    // job on the store's writer (`subscribers::confirm`).
     match blocking(move || subscribers::confirm(&store, &signer, &token, Utc::now())).await {
         Ok(sub) => web.notice(
             StatusCode::OK,
@@ -652,7 +651,6 @@ pub(super) async fn unsubscribe(
         SubscriptionChannel::Link
     };
     let store = web.store.clone();
-    let _serial = web.request_lock.lock().await;
     match blocking(move || subscribers::unsubscribe(&store, &signer, &token, via, Utc::now())).await
     {
         Ok(address) => web.notice(

@@ -5,7 +5,7 @@
 //! templates`) that escape everything they are given; every response carries a
 //! Content-Security-Policy that allows no script at all, so nothing from a feed can
 //! run, and every page works without JavaScript. Handlers read projections and append
-//! events through the daemon's `EventStore`; the subscription rules themselves live in
+//! events through the daemon's `SqliteStore`; the subscription rules themselves live in
 //! `crate::subscribers`, which knows nothing of HTTP. `crate::http` serves them: it bounds
 //! what any one client can hold and says who a request comes from.
 
@@ -28,7 +28,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::digest::{template_environment, RenderError};
 use crate::links::LinkSigner;
-use crate::store::EventStore;
+use crate::store::SqliteStore;
 
 pub use pages::{home_view, stance_view, HomeView, StanceView};
 
@@ -80,7 +80,7 @@ impl PageTemplates {
 
 /// What every handler shares.
 pub struct Web {
-    pub store: EventStore,
+    pub store: SqliteStore,
     config: watch::Receiver<Arc<Config>>,
     /// The link signer the daemon loaded (at start, and at each accepted SIGHUP).
     links: watch::Receiver<Option<LinkSigner>>,
@@ -88,16 +88,13 @@ pub struct Web {
     pages: PageTemplates,
     mail_templates: crate::digest::Templates,
     limiter: Mutex<limits::RateLimiter>,
-    /// Serialises subscription requests and link steps, so the per-address limit and
-    /// the one-use rule hold under a race.
-    request_lock: tokio::sync::Mutex<()>,
     /// Told when a confirmation mail is queued, so the daemon delivers it at once.
     outbox_nudge: Arc<Notify>,
 }
 
 impl Web {
     pub fn new(
-        store: EventStore,
+        store: SqliteStore,
         config: watch::Receiver<Arc<Config>>,
         links: watch::Receiver<Option<LinkSigner>>,
         outbox_nudge: Arc<Notify>,
@@ -115,7 +112,6 @@ impl Web {
                 limits::SUBSCRIBE_BURST,
                 limits::SUBSCRIBE_WINDOW,
             )),
-            request_lock: tokio::sync::Mutex::new(()),
             outbox_nudge,
         })
     }
