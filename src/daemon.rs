@@ -136,13 +136,11 @@ pub struct AfterReport {
 
 /// One full cycle: every feed polled now (except those gone for good), then the
 /// projections brought up to date.
-pub async fn run_once(mut config: Config, store: &SqliteStore) -> Result<CycleReport> {
-    let detector = Arc::new(detector_for(&config, store)?);
-    config.forget_example_texts();
+pub async fn run_once(config: Config, store: &SqliteStore) -> Result<CycleReport> {
+    let (config, detector, signer) = started(config, store).await?;
     let config = &config;
-    apply(config, store, &detector)?;
     let fetcher = Fetcher::new(&config.daemon.fetch).context("setting up HTTP")?;
-    let health = store.read(FeedHealth::list)?;
+    let health = store.read_async(FeedHealth::list).await?;
     let mut tasks = JoinSet::new();
     for feed in &config.feeds {
         let row = health.iter().find(|h| h.feed_id == feed.id);
@@ -157,9 +155,28 @@ pub async fn run_once(mut config: Config, store: &SqliteStore) -> Result<CycleRe
         let (_, outcome) = joined.context("a poll task panicked")?;
         report.add(&outcome?);
     }
-    let signer = LinkSigner::from_config(config, KeyFile::CreateIfMissing)?;
     report.after = after_polls(config, store, signer).await?;
     Ok(report)
+}
+
+/// What a cycle or the daemon starts from, prepared on the blocking pool (training a
+/// stale model and recording the config are store and CPU work): the config (its
+/// examples' texts dropped once the detector is built), the detector, and the key
+/// that signs links (loaded once; its file created if this is the first start).
+async fn started(
+    mut config: Config,
+    store: &SqliteStore,
+) -> Result<(Config, Arc<Detector>, Option<LinkSigner>)> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let detector = Arc::new(detector_for(&config, &store)?);
+        config.forget_example_texts();
+        apply(&config, &store, &detector)?;
+        let signer = LinkSigner::from_config(&config, KeyFile::CreateIfMissing)?;
+        Ok((config, detector, signer))
+    })
+    .await
+    .context("the start-up task panicked")?
 }
 
 /// One poll as a task of its own: (feed id, outcome).
@@ -226,16 +243,13 @@ pub async fn shutdown_signal() {
 /// On shutdown it lets the polls in flight finish (each records its outcome in one
 /// atomic append) and returns.
 pub async fn run(
-    mut config: Config,
+    config: Config,
     store: SqliteStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let mut detector = Arc::new(detector_for(&config, &store)?);
-    config.forget_example_texts();
-    apply(&config, &store, &detector)?;
-    // The key that signs links is loaded once, here (its file created if this is the
-    // first start), and again only at SIGHUP: requests never read the key file.
-    let signer = LinkSigner::from_config(&config, KeyFile::CreateIfMissing)?;
+    // The key that signs links is loaded here and again only at SIGHUP: requests
+    // never read the key file.
+    let (config, mut detector, signer) = started(config, &store).await?;
     let (links_tx, links_rx) = tokio::sync::watch::channel(signer);
     let mut key_file = KeyFileState::InUse;
     let mut config = Arc::new(config);
@@ -331,7 +345,7 @@ pub async fn run(
             last_after = Some(tokio::time::Instant::now());
         }
         let now = Utc::now();
-        let feed_health = store.read(FeedHealth::list)?;
+        let feed_health = store.read_async(FeedHealth::list).await?;
         let mut next_wake =
             now + chrono::Duration::from_std(AFTER_POLLS_MIN_GAP).unwrap_or_default();
         for feed in &config.feeds {
