@@ -58,7 +58,7 @@ pub fn events(
                 .collect(),
         }),
     )
-    .idempotent(stream::key::classified(article_id, content_hash, &rules))];
+    .idempotent(stream::key::classified(article_id, content_hash, rules))];
     for s in &classification.stances {
         out.push(
             NewEvent::new(
@@ -82,7 +82,7 @@ pub fn events(
             .idempotent(stream::key::stance_observed(
                 article_id,
                 content_hash,
-                &rules,
+                rules,
                 (&s.topic, &s.issue, &s.actor),
                 s.stance.as_str(),
             )),
