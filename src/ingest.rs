@@ -224,89 +224,112 @@ fn record_fetched(
     }
     .map(|s| s.min(24 * 3600));
 
-    let mut article_events = Vec::new();
-    let (mut new, mut revised) = (0u32, 0u32);
-    let fingerprints = store.read(|conn| {
-        parsed
-            .articles
-            .iter()
-            .map(|a| Articles::fingerprint(conn, &a.article_id))
-            .collect::<rusqlite::Result<Vec<_>>>()
-    })?;
-    for (article, known) in parsed.articles.into_iter().zip(fingerprints) {
-        let changed = known
-            .as_ref()
-            .is_none_or(|(hash, _)| *hash != article.content_hash);
-        // Unchanged articles are not read again.
-        let detection = changed.then(|| {
-            let reading = observe::classify(detector, &article.body);
-            observe::events(
-                detector,
-                &reading,
-                &article.article_id,
-                &feed.id,
-                &article.content_hash,
-                &article.body,
-                // A revision may undo a relevant reading of the earlier text.
-                known.is_some(),
-            )
-        });
-        match known {
-            None => {
-                new += 1;
-                let key = stream::key::discovered(&article.article_id);
-                article_events.push(
-                    NewEvent::new(
-                        stream::article(&article.article_id),
-                        Event::ArticleDiscovered(ArticleDiscovered {
-                            article_id: article.article_id,
-                            feed: feed.id.clone(),
-                            guid: article.guid,
-                            body: article.body,
-                            content_hash: article.content_hash,
-                        }),
-                    )
-                    .idempotent(key),
-                );
-            }
-            Some((hash, _)) if hash == article.content_hash => {}
-            Some((_, revision)) => {
-                revised += 1;
-                let revision = revision + 1;
-                let key = stream::key::revised(&article.article_id, revision);
-                article_events.push(
-                    NewEvent::new(
-                        stream::article(&article.article_id),
-                        Event::ArticleRevised(ArticleRevised {
-                            article_id: article.article_id,
-                            feed: feed.id.clone(),
-                            revision,
-                            body: article.body,
-                            content_hash: article.content_hash,
-                        }),
-                    )
-                    .idempotent(key),
-                );
-            }
-        }
-        // The reading follows the text it read, in the same atomic batch.
-        article_events.extend(detection.into_iter().flatten());
-    }
-    polled.new_articles = new;
-    polled.revised_articles = revised;
+    let changes = article_changes(store, feed, detector, parsed.articles)?;
+    polled.new_articles = changes.new;
+    polled.revised_articles = changes.revised;
     let status = polled.status;
     let mut batch = vec![NewEvent::new(
         stream::feed(&feed.id),
         Event::FeedPolled(polled),
     )];
-    batch.extend(article_events);
+    batch.extend(changes.events);
     drop(cpu_slot);
     store.append(batch)?;
     Ok(Ok(PollOutcome::Polled {
         status,
-        new,
-        revised,
+        new: changes.new,
+        revised: changes.revised,
     }))
+}
+
+/// What a poll's articles add to its batch.
+struct ArticleChanges {
+    /// A discovery or revision per new or changed article, each followed by its
+    /// reading (the reading follows the text it read, in the same atomic batch).
+    events: Vec<NewEvent>,
+    new: u32,
+    revised: u32,
+}
+
+/// Compares each parsed article with what the log holds (its content hash and
+/// revision, from the articles projection) and reads the new and changed ones;
+/// unchanged articles are not read again and add nothing.
+fn article_changes(
+    store: &SqliteStore,
+    feed: &FeedConfig,
+    detector: &Detector,
+    articles: Vec<feed::Article>,
+) -> Result<ArticleChanges, StoreError> {
+    let fingerprints = store.read(|conn| {
+        articles
+            .iter()
+            .map(|a| Articles::fingerprint(conn, &a.article_id))
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })?;
+    let mut changes = ArticleChanges {
+        events: Vec::new(),
+        new: 0,
+        revised: 0,
+    };
+    for (article, known) in articles.into_iter().zip(fingerprints) {
+        let revision = match known {
+            None => 0,
+            Some((hash, _)) if hash == article.content_hash => continue,
+            Some((_, revision)) => revision + 1,
+        };
+        let reading = observe::classify(detector, &article.body);
+        let readings = observe::events(
+            detector,
+            &reading,
+            &article.article_id,
+            &feed.id,
+            &article.content_hash,
+            &article.body,
+            // A revision may undo a relevant reading of the earlier text.
+            revision > 0,
+        );
+        if revision == 0 {
+            changes.new += 1;
+        } else {
+            changes.revised += 1;
+        }
+        changes.events.push(article_event(feed, article, revision));
+        changes.events.extend(readings);
+    }
+    Ok(changes)
+}
+
+/// The discovery (revision 0) or the revision of an article, keyed so that the same
+/// text recorded twice is recorded once.
+fn article_event(feed: &FeedConfig, article: feed::Article, revision: u32) -> NewEvent {
+    let stream = stream::article(&article.article_id);
+    if revision == 0 {
+        let key = stream::key::discovered(&article.article_id);
+        NewEvent::new(
+            stream,
+            Event::ArticleDiscovered(ArticleDiscovered {
+                article_id: article.article_id,
+                feed: feed.id.clone(),
+                guid: article.guid,
+                body: article.body,
+                content_hash: article.content_hash,
+            }),
+        )
+        .idempotent(key)
+    } else {
+        let key = stream::key::revised(&article.article_id, revision);
+        NewEvent::new(
+            stream,
+            Event::ArticleRevised(ArticleRevised {
+                article_id: article.article_id,
+                feed: feed.id.clone(),
+                revision,
+                body: article.body,
+                content_hash: article.content_hash,
+            }),
+        )
+        .idempotent(key)
+    }
 }
 
 /// Records a failed poll off the async workers.
