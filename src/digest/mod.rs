@@ -328,33 +328,13 @@ pub fn draft_for(
         .collect();
     let periodic = sub.digest != "on-change";
     if periodic {
-        let schedule = match CronSchedule::parse(&sub.digest) {
-            Ok(s) => s,
-            Err(_) => return Ok(None),
-        };
-        let from = last_digest
-            .as_deref()
-            .or(Some(since))
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or(now);
-        if schedule.next_after(from).is_none_or(|due| due > now) {
+        if !periodic_due(&sub.digest, last_digest.as_deref().unwrap_or(since), now) {
             return Ok(None);
         }
     } else if changes.is_empty() {
         return Ok(None);
     }
-    // Real changes before first establishments: the subject names the most important.
-    let mut ordered: Vec<&StanceChange> = changes.iter().collect();
-    ordered.sort_by_key(|c| (c.from.is_none(), c.seq));
-    let mut views: Vec<ChangeView> = ordered.iter().map(|c| change_view(config, c)).collect();
-    // A story is shown in full once per digest; later changes it supports name it briefly.
-    let mut shown_stories = HashSet::new();
-    for view in &mut views {
-        for e in &mut view.evidence {
-            e.repeat = !shown_stories.insert(e.story.clone());
-        }
-    }
+    let views = change_views(config, &changes);
     let shown: HashSet<String> = changes
         .iter()
         .flat_map(|c| c.evidence.iter().map(|e| e.article_id.clone()))
@@ -364,29 +344,6 @@ pub fn draft_for(
     if views.is_empty() && stories.is_empty() {
         return Ok(None);
     }
-    let subject = match views.as_slice() {
-        [] => format!(
-            "vigia digest: {} new {}",
-            stories.len(),
-            if stories.len() == 1 {
-                "story"
-            } else {
-                "stories"
-            }
-        ),
-        [one] => one.subject.clone(),
-        [first, rest @ ..] => format!(
-            "{} (+{} more {})",
-            first.subject,
-            rest.len(),
-            if rest.len() == 1 { "change" } else { "changes" }
-        ),
-    };
-    let headline = match views.len() {
-        0 => "No stance changed; the relevant stories since your last digest:".to_string(),
-        1 => "A stance changed:".to_string(),
-        n => format!("{n} stances changed:"),
-    };
     let mailto = unsubscribe_mailto(config, &sub.address);
     let unsubscribe_slot = signer.and_then(|s| {
         s.unsubscribe_slot(&sub.email, now.timestamp())
@@ -399,8 +356,8 @@ pub fn draft_for(
     };
     Ok(Some(Draft {
         recipient: sub.address.clone(),
-        subject: header_safe(&subject),
-        headline,
+        subject: header_safe(&digest_subject(&views, stories.len())),
+        headline: headline(views.len()),
         changes: views,
         stories,
         topics: topic_names(config, &topics),
@@ -419,6 +376,60 @@ pub fn draft_for(
         },
         links,
     }))
+}
+
+/// Whether a periodic digest (its cron expression) has a slot between the last one
+/// (or the subscription) and now. An expression that no longer parses sends nothing.
+fn periodic_due(expression: &str, last: &str, now: DateTime<Utc>) -> bool {
+    let Ok(schedule) = CronSchedule::parse(expression) else {
+        return false;
+    };
+    let from = DateTime::parse_from_rfc3339(last)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now);
+    schedule.next_after(from).is_some_and(|due| due <= now)
+}
+
+/// The changes as the digest shows them: real changes before first establishments
+/// (the subject names the most important), and each story in full once, later
+/// changes it supports naming it briefly.
+fn change_views(config: &Config, changes: &[StanceChange]) -> Vec<ChangeView> {
+    let mut ordered: Vec<&StanceChange> = changes.iter().collect();
+    ordered.sort_by_key(|c| (c.from.is_none(), c.seq));
+    let mut views: Vec<ChangeView> = ordered.iter().map(|c| change_view(config, c)).collect();
+    let mut shown_stories = HashSet::new();
+    for view in &mut views {
+        for e in &mut view.evidence {
+            e.repeat = !shown_stories.insert(e.story.clone());
+        }
+    }
+    views
+}
+
+/// The subject: the most important change, and how many more; or, with no change,
+/// how many stories.
+fn digest_subject(views: &[ChangeView], stories: usize) -> String {
+    match views {
+        [] => format!(
+            "vigia digest: {stories} new {}",
+            if stories == 1 { "story" } else { "stories" }
+        ),
+        [one] => one.subject.clone(),
+        [first, rest @ ..] => format!(
+            "{} (+{} more {})",
+            first.subject,
+            rest.len(),
+            if rest.len() == 1 { "change" } else { "changes" }
+        ),
+    }
+}
+
+fn headline(changes: usize) -> String {
+    match changes {
+        0 => "No stance changed; the relevant stories since your last digest:".to_string(),
+        1 => "A stance changed:".to_string(),
+        n => format!("{n} stances changed:"),
+    }
 }
 
 /// Every digest due now, one per confirmed subscriber at most.
