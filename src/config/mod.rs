@@ -7,6 +7,7 @@
 //! this module only checks that they are well formed.
 
 mod cron;
+mod recipients;
 mod secret;
 mod sections;
 mod source;
@@ -22,8 +23,9 @@ use toml::de::DeTable;
 
 use crate::detect::examples::{self, ExampleSet, ExamplesError};
 pub use cron::CronSchedule;
+pub use recipients::valid_address;
+use recipients::*;
 pub use secret::{check_key_strength, estimated_bits, Secret, WeakKey, MIN_KEY_BITS, MIN_KEY_LEN};
-pub use sections::valid_address;
 use sections::*;
 use source::Diagnostics;
 pub use source::{line_col, Diagnostic};
