@@ -7,6 +7,7 @@ mod attacks;
 #[cfg(feature = "browser")]
 mod browser;
 mod config_check;
+mod conformance;
 mod detect;
 mod digest;
 mod event_store;

@@ -1,0 +1,222 @@
+//! The `EventStore` contract as one suite, written against the trait and run here on
+//! SQLite: whatever backend comes next (PostgreSQL) runs the same functions. Each
+//! check names the promise it holds the backend to; payloads are compared as decoded
+//! values, never as text (another backend may order a JSON object's keys its own way).
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use vigia::events::{ConfigApplied, Event};
+use vigia::store::{Appended, EventStore, ExpectedVersion, NewEvent, SqliteStore, StoreError};
+
+use crate::util::Dir;
+
+fn applied(n: u32) -> Event {
+    Event::ConfigApplied(ConfigApplied {
+        hash: format!("hash-{n}"),
+        path: "vigia.toml".into(),
+        feeds: vec![format!("feed-{n}")],
+        topics: vec!["us-mx-security".into()],
+        rules_hash: format!("rules-{n}"),
+    })
+}
+
+fn decoded(store: &dyn EventStore, stream: &str) -> Vec<Event> {
+    store
+        .read_stream(stream)
+        .unwrap()
+        .iter()
+        .map(|e| e.decode().unwrap())
+        .collect()
+}
+
+/// Versions count from 1 per stream; `NoStream` and `Exactly` are enforced, a
+/// mismatch is a `Conflict` naming the stream's real version, and nothing is written.
+fn expected_versions_are_enforced(store: &dyn EventStore) {
+    let first = store
+        .append(vec![
+            NewEvent::new("s:a", applied(1)).expecting(ExpectedVersion::NoStream)
+        ])
+        .unwrap();
+    assert_eq!(first[0].event().version, 1);
+    let again = store.append(vec![
+        NewEvent::new("s:a", applied(2)).expecting(ExpectedVersion::NoStream)
+    ]);
+    match again {
+        Err(StoreError::Conflict { stream, actual, .. }) => {
+            assert_eq!((stream.as_str(), actual), ("s:a", 1))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let stale = store.append(vec![
+        NewEvent::new("s:a", applied(3)).expecting(ExpectedVersion::Exactly(0))
+    ]);
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    store
+        .append(vec![
+            NewEvent::new("s:a", applied(4)).expecting(ExpectedVersion::Exactly(1))
+        ])
+        .unwrap();
+    assert_eq!(decoded(store, "s:a"), vec![applied(1), applied(4)]);
+}
+
+/// The same idempotency key appended again writes nothing and returns the original.
+fn idempotent_appends_return_the_original(store: &dyn EventStore) {
+    let key = "conformance:once";
+    let first = store
+        .append(vec![NewEvent::new("s:b", applied(1)).idempotent(key)])
+        .unwrap();
+    let second = store
+        .append(vec![NewEvent::new("s:b", applied(2)).idempotent(key)])
+        .unwrap();
+    assert!(first[0].is_new());
+    match &second[0] {
+        Appended::Duplicate(original) => {
+            assert_eq!(original.seq, first[0].event().seq);
+            assert_eq!(original.decode().unwrap(), applied(1));
+        }
+        Appended::New(e) => panic!("a second event for one key: {e:?}"),
+    }
+    assert_eq!(decoded(store, "s:b"), vec![applied(1)]);
+}
+
+/// A batch is all or nothing: one failing event (a conflict, last in the batch)
+/// leaves none of the others, on any stream.
+fn a_failing_event_leaves_nothing_of_its_batch(store: &dyn EventStore) {
+    let head = store.head().unwrap();
+    let batch = vec![
+        NewEvent::new("s:c", applied(1)),
+        NewEvent::new("s:d", applied(2)).idempotent("conformance:in-failed-batch"),
+        NewEvent::new("s:c", applied(3)).expecting(ExpectedVersion::Exactly(7)),
+    ];
+    assert!(matches!(
+        store.append(batch),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.head().unwrap(), head);
+    assert!(store.read_stream("s:c").unwrap().is_empty());
+    assert!(store.read_stream("s:d").unwrap().is_empty());
+    // The key of an event that was not recorded is free.
+    let later = store
+        .append(vec![
+            NewEvent::new("s:d", applied(4)).idempotent("conformance:in-failed-batch")
+        ])
+        .unwrap();
+    assert!(later[0].is_new());
+}
+
+/// Concurrent writers: every append lands once, global positions are unique and
+/// increase in the order a reader sees them, each stream's versions run 1..n without
+/// a gap, and reading from a position returns exactly what follows it.
+fn order_holds_under_concurrent_writers(store: Arc<dyn EventStore>) {
+    const WRITERS: usize = 6;
+    const EACH: usize = 40;
+    let start = store.head().unwrap();
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..EACH {
+                    // Half to the writer's own stream, half to one they all share.
+                    let stream = if i % 2 == 0 {
+                        format!("w:{w}")
+                    } else {
+                        "w:shared".to_string()
+                    };
+                    store
+                        .append(vec![NewEvent::new(stream, applied((w * EACH + i) as u32))])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let all = store.read_from(start, usize::MAX, None).unwrap();
+    assert_eq!(all.len(), WRITERS * EACH);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut streams: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for e in &all {
+        streams
+            .entry(e.stream.as_str())
+            .or_default()
+            .push(e.version);
+    }
+    assert_eq!(streams.len(), WRITERS + 1);
+    for (stream, versions) in &streams {
+        let expected: Vec<u64> = (1..=versions.len() as u64).collect();
+        assert_eq!(versions, &expected, "{stream}");
+    }
+    // Reading on from the middle gives exactly the rest, in pages.
+    let middle = all[all.len() / 2].seq;
+    let mut rest = Vec::new();
+    let mut from = middle;
+    loop {
+        let page = store.read_from(from, 17, None).unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq;
+        rest.extend(page.into_iter().map(|e| e.seq));
+    }
+    let expected: Vec<u64> = all.iter().map(|e| e.seq).filter(|s| *s > middle).collect();
+    assert_eq!(rest, expected);
+}
+
+/// A follower hears of appends and, reading from its own position, misses none.
+fn a_follower_misses_nothing(store: Arc<dyn EventStore>) {
+    let mut follow = store.follow();
+    let mut position = store.head().unwrap();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..50 {
+                store
+                    .append(vec![NewEvent::new("f:follow", applied(i))])
+                    .unwrap();
+            }
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    runtime.block_on(async {
+        while seen.len() < 50 {
+            let moved = tokio::time::timeout(Duration::from_secs(10), follow.changed()).await;
+            assert!(matches!(moved, Ok(Ok(()))), "the follower heard nothing");
+            for e in store.read_from(position, usize::MAX, None).unwrap() {
+                position = e.seq;
+                seen.push(e.decode().unwrap());
+            }
+        }
+    });
+    writer.join().unwrap();
+    assert_eq!(seen, (0..50).map(applied).collect::<Vec<_>>());
+}
+
+/// The whole suite, on one backend. `open` gives a fresh, empty store.
+fn conformance(open: impl Fn() -> Arc<dyn EventStore>) {
+    expected_versions_are_enforced(open().as_ref());
+    idempotent_appends_return_the_original(open().as_ref());
+    a_failing_event_leaves_nothing_of_its_batch(open().as_ref());
+    order_holds_under_concurrent_writers(open());
+    a_follower_misses_nothing(open());
+    let store = open();
+    assert_eq!(store.probe().unwrap(), store.head().unwrap());
+}
+
+#[test]
+fn sqlite_keeps_the_event_store_contract() {
+    let dir = Dir::new();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance(|| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(SqliteStore::open(&dir.path().join(format!("log-{i}.db"))).unwrap())
+    });
+}
