@@ -21,7 +21,8 @@ use crate::events::{
 use crate::feed::{self, FeedContext};
 use crate::fetch::{FetchError, Fetcher, Validators};
 use crate::observe;
-use crate::projections::{Articles, FeedHealth, FeedHealthRow};
+use crate::projections::{Articles, FeedHealth};
+use crate::schedule;
 use crate::store::{NewEvent, SqliteStore, StoreError};
 
 /// The first wait after a failure; it doubles with each failure in a row.
@@ -39,15 +40,6 @@ pub enum PollOutcome {
         kind: PollFailureKind,
         message: String,
     },
-}
-
-/// The URL to poll: the configured one, or where a permanent redirect moved it.
-pub fn target_url(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> Url {
-    health
-        .filter(|h| h.moved_from.as_deref() == Some(feed.url.as_str()))
-        .and_then(|h| h.moved_to.as_deref())
-        .and_then(|u| Url::parse(u).ok())
-        .unwrap_or_else(|| feed.url.clone())
 }
 
 /// Polls one feed and records the outcome (and its metrics).
@@ -114,9 +106,9 @@ async fn poll_inner(
     limits: &FetchLimits,
     detector: &Arc<Detector>,
 ) -> Result<PollOutcome, StoreError> {
-    let (s, id) = (store.clone(), feed.id.clone());
-    let health = blocking(move || s.read(|c| FeedHealth::get(c, &id))).await?;
-    let url = target_url(feed, health.as_ref());
+    let id = feed.id.clone();
+    let health = store.read_async(move |c| FeedHealth::get(c, &id)).await?;
+    let url = schedule::target_url(feed, health.as_ref());
     // Validators belong to the URL they were given for.
     let validators = health
         .as_ref()
@@ -147,8 +139,7 @@ async fn poll_inner(
     };
     if fetched.not_modified() {
         let event = NewEvent::new(stream::feed(&feed.id), Event::FeedPolled(polled));
-        let s = store.clone();
-        blocking(move || s.append_one(event)).await?;
+        store.append_async(vec![event]).await?;
         return Ok(PollOutcome::Polled {
             status: 304,
             new: 0,

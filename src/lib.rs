@@ -1,14 +1,40 @@
-//! vigia: a news-monitoring daemon.
+//! vigia: a news-monitoring daemon. It polls feeds, reads what articles say about the
+//! topics it watches, records every outcome as an event in an append-only log, and
+//! tells subscribers when a stance changes. See docs/ARCHITECTURE.md.
 //!
-//! The pipeline, one module per stage: `config` (the TOML file) → `schedule` (cron) →
-//! `fetch` (polite HTTP) → `feed` (parse and normalise with feed-rs) → `ingest` (turn a
-//! poll into events) → `detect` (topics and stances: the config's rules and, where a
-//! topic has labelled examples, a learned reader; `eval` scores it; `readings` lists
-//! what was read and records operators' corrections) → `store` (the append-only SQLite
-//! event log) → `projections`
-//! (tables rebuilt from the log) → `daemon` (the cycle and the long-running service).
-//! `cli` is the command line over all of it. Every outcome is an event (`events`); every
-//! table the CLI reads is a projection of them. See docs/ARCHITECTURE.md.
+//! The modules, in the order the pipeline needs them: each uses only modules listed
+//! above it, so none import each other (`tests/layout.rs` holds the code to this):
+//!
+//! * `events`: the event types, their schema versions and upcasting; `events::stream`
+//!   names every stream and idempotency key.
+//! * `detect`: topics and stances read from text: the config's rules and a learned
+//!   reader per topic; `eval` scores it against labelled articles.
+//! * `config`: the TOML file, read and checked (`file:line:col` for every problem);
+//!   cron expressions, secrets' sources and the key-strength rule live here.
+//! * `store`: the append-only log behind the `EventStore` trait; `store::sqlite` is
+//!   the backend and the one place that opens the database.
+//! * `projections`: tables rebuilt from the log (feed health, articles, detections,
+//!   stances, subscribers, outbox), each owning its tables and checkpoint.
+//! * `schedule`: where and when each feed is polled (moved URLs, cron slot, spread,
+//!   server floors, backoff, gone feeds).
+//! * `fetch`: one polite, defensive HTTP GET.
+//! * `feed`: bytes to articles (charset, feed-rs, identity, clean text, language).
+//! * `observe`: a reading as events (`ArticleClassified`, `StanceObserved`);
+//!   reclassification of stored articles.
+//! * `ingest`: one poll of one feed as one atomic batch of events.
+//! * `readings`: stored readings listed, and operators' corrections recorded.
+//! * `story`: syndicated copies and near-duplicates grouped into stories.
+//! * `tracking`: the current stance per actor and issue, and when it changes.
+//! * `links`: signed confirm and unsubscribe links, and the key that signs them.
+//! * `digest`: what each subscriber is told, rendered and queued; `digest::mail`
+//!   delivers the outbox.
+//! * `subscribers`: subscriptions as events (the config's, the operator's, and
+//!   self-service requests, confirmations and unsubscriptions).
+//! * `http`: serving HTTP safely (connection guard, client addresses, headers).
+//! * `web`: the public pages and the subscription forms.
+//! * `ops`: `/healthz` and `/metrics` for operators.
+//! * `daemon`: the cycle (`run_once`) and the long-running service (`run`).
+//! * `cli`: the command line over all of it; `main.rs` maps outcomes to exit codes.
 
 pub mod cli;
 pub mod config;

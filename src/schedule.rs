@@ -1,18 +1,28 @@
-//! When each feed is polled: the first slot of its cron schedule after its last poll
+//! Where and when each feed is polled: the URL (the configured one, or where a
+//! permanent redirect moved it), and the time: the first slot of its cron schedule after its last poll
 //! (one slot, however many were missed while vigia was down), spread within the minute
 //! by feed id, and never sooner than the server's floor (max-age, ttl) or the backoff
 //! after failures; a feed that answered 410 Gone is not polled until its URL changes.
 //! The cron expressions themselves are `config::CronSchedule`'s.
 
 use chrono::{DateTime, Utc};
+use url::Url;
 
 use crate::config::{Config, FeedConfig};
-use crate::ingest;
 use crate::projections::FeedHealthRow;
+
+/// The URL to poll: the configured one, or where a permanent redirect moved it.
+pub fn target_url(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> Url {
+    health
+        .filter(|h| h.moved_from.as_deref() == Some(feed.url.as_str()))
+        .and_then(|h| h.moved_to.as_deref())
+        .and_then(|u| Url::parse(u).ok())
+        .unwrap_or_else(|| feed.url.clone())
+}
 
 /// Whether the feed answered 410 Gone at the URL the config still names.
 pub fn is_gone(feed: &FeedConfig, health: Option<&FeedHealthRow>) -> bool {
-    health.is_some_and(|h| h.gone && h.url == ingest::target_url(feed, Some(h)).as_str())
+    health.is_some_and(|h| h.gone && h.url == target_url(feed, Some(h)).as_str())
 }
 
 /// Seconds into the minute at which a feed on a minute-grained schedule fires, fixed

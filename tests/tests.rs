@@ -12,6 +12,7 @@ mod detect;
 mod digest;
 mod event_store;
 mod ingest;
+mod layout;
 mod learned;
 mod service;
 mod web;
