@@ -218,62 +218,22 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .or_else(|| std::env::var_os("VIGIA_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    let config = || load_config(&config_path, args.db.as_deref());
+    let with_store = |f: &dyn Fn(&Config, &SqliteStore) -> Result<()>| -> Result<()> {
+        let config = config()?;
+        let store = open_store(&config)?;
+        f(&config, &store)
+    };
     match &args.command {
         Command::Check => check(&config_path),
-        Command::Run { once } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            let runtime = runtime()?;
-            if *once {
-                let report = runtime.block_on(crate::daemon::run_once(config, &store))?;
-                tracing::info!(
-                    polled = report.polled,
-                    failed = report.failed,
-                    new_articles = report.new_articles,
-                    revised_articles = report.revised_articles,
-                    stance_changes = report.after.stance_changes,
-                    digests_queued = report.after.digests_queued,
-                    digests_sent = report.after.delivery.sent,
-                    digests_failed = report.after.delivery.failed + report.after.delivery.given_up,
-                    "cycle done"
-                );
-                Ok(())
-            } else {
-                runtime.block_on(crate::daemon::run(
-                    config,
-                    store,
-                    crate::daemon::shutdown_signal(),
-                ))
-            }
-        }
-        Command::Replay { reclassify } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            let started = std::time::Instant::now();
-            if *reclassify {
-                let detector = detector(&config)?;
-                let (read, new) =
-                    crate::observe::reclassify(&detector, &store).context("reclassifying")?;
-                println!(
-                    "reclassified {read} articles under rules {}: {new} new readings, {} unchanged",
-                    detector.rules_hash,
-                    read - new
-                );
-            }
-            let applied = projections::rebuild(&store).context("rebuilding the projections")?;
-            println!(
-                "replayed {applied} events into {} projections in {:.2}s",
-                projections::all().len(),
-                started.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
+        Command::Run { once } => run_daemon(config()?, *once),
+        Command::Replay { reclassify } => with_store(&|c, s| replay(c, s, *reclassify)),
         Command::Events {
             since,
             kind,
             follow,
         } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
+            let config = config()?;
             if let Some(kind) = kind {
                 if !crate::events::KINDS.contains(&kind.as_str()) {
                     return Err(UsageError(format!(
@@ -286,30 +246,13 @@ pub fn run(args: Args) -> Result<()> {
             let store = open_store(&config)?;
             print_events(&store, *since, kind.as_deref(), *follow)
         }
-        Command::Feeds => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            print_feeds(&config, &store)
-        }
-        Command::Stances { history } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            print_stances(&config, &store, *history)
-        }
+        Command::Feeds => with_store(&print_feeds),
+        Command::Stances { history } => with_store(&|c, s| print_stances(c, s, *history)),
         Command::Digest(DigestCommand::Preview { to }) => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            preview(&config, &store, to.as_deref())
+            with_store(&|c, s| preview(c, s, to.as_deref()))
         }
-        Command::Subscribers(cmd) => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            subscribers(&config, &store, cmd)
-        }
-        Command::Classify => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            classify(&config)
-        }
+        Command::Subscribers(cmd) => with_store(&|c, s| subscribers(c, s, cmd)),
+        Command::Classify => classify(&config()?),
         Command::Eval {
             file,
             cv,
@@ -317,7 +260,7 @@ pub fn run(args: Args) -> Result<()> {
             json,
             verbose,
         } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
+            let config = config()?;
             match (file, cv) {
                 (_, Some(k)) => cross_validate(&config, *k, topic.as_deref(), *json, *verbose),
                 (Some(file), None) => eval(&config, file, topic.as_deref(), *json, *verbose),
@@ -325,7 +268,8 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         Command::Train { topic } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
+            let config = config()?;
+            // Training needs no database; it takes corrections from one that exists.
             let store = if config.daemon.database.exists() {
                 Some(open_store(&config)?)
             } else {
@@ -334,9 +278,7 @@ pub fn run(args: Args) -> Result<()> {
             train(&config, store.as_ref(), topic.as_deref())
         }
         Command::Readings { uncertain, limit } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            print_readings(&store, *uncertain, *limit)
+            with_store(&|_, s| print_readings(s, *uncertain, *limit))
         }
         Command::Correct {
             article_id,
@@ -345,35 +287,90 @@ pub fn run(args: Args) -> Result<()> {
             actor,
             stance,
             relevant,
-        } => {
-            let config = load_config(&config_path, args.db.as_deref())?;
-            let store = open_store(&config)?;
-            let topic = topic_or_first(&config, topic.as_deref())?;
-            let stance = stance.as_deref().map(|s| match s {
-                "support" => crate::events::CorrectedStance::Support,
-                "oppose" => crate::events::CorrectedStance::Oppose,
-                "neutral" => crate::events::CorrectedStance::Neutral,
-                _ => crate::events::CorrectedStance::None,
-            });
+        } => with_store(&|c, s| {
             let correction = crate::events::ReadingCorrected {
                 article_id: article_id.clone(),
-                topic,
+                topic: topic_or_first(c, topic.as_deref())?,
                 issue: issue.clone(),
                 actor: actor.clone(),
-                stance,
+                stance: stance.as_deref().map(corrected_stance),
                 relevant: relevant.as_deref().map(|r| r == "yes"),
             };
-            let seq =
-                crate::readings::correct(&config, &store, correction).map_err(|e| match e {
-                    crate::readings::CorrectionError::Store(e) => anyhow::Error::from(e),
-                    other => UsageError(other.to_string()).into(),
-                })?;
-            println!(
-                "recorded ReadingCorrected (seq {seq}); `vigia train` takes it into the model"
-            );
-            Ok(())
-        }
+            correct(c, s, correction)
+        }),
     }
+}
+
+/// `vigia run [--once]`: one cycle, or the daemon until SIGTERM/SIGINT.
+fn run_daemon(config: Config, once: bool) -> Result<()> {
+    let store = open_store(&config)?;
+    let runtime = runtime()?;
+    if !once {
+        return runtime.block_on(crate::daemon::run(
+            config,
+            store,
+            crate::daemon::shutdown_signal(),
+        ));
+    }
+    let report = runtime.block_on(crate::daemon::run_once(config, &store))?;
+    tracing::info!(
+        polled = report.polled,
+        failed = report.failed,
+        new_articles = report.new_articles,
+        revised_articles = report.revised_articles,
+        stance_changes = report.after.stance_changes,
+        digests_queued = report.after.digests_queued,
+        digests_sent = report.after.delivery.sent,
+        digests_failed = report.after.delivery.failed + report.after.delivery.given_up,
+        "cycle done"
+    );
+    Ok(())
+}
+
+/// `vigia replay [--reclassify]`: the projections rebuilt from the log, after reading
+/// every stored article again under the current rules if asked.
+fn replay(config: &Config, store: &SqliteStore, reclassify: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    if reclassify {
+        let detector = detector(config)?;
+        let (read, new) = crate::observe::reclassify(&detector, store).context("reclassifying")?;
+        println!(
+            "reclassified {read} articles under rules {}: {new} new readings, {} unchanged",
+            detector.rules_hash,
+            read - new
+        );
+    }
+    let applied = projections::rebuild(store).context("rebuilding the projections")?;
+    println!(
+        "replayed {applied} events into {} projections in {:.2}s",
+        projections::all().len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The command line's stance word (clap has checked it is one of these).
+fn corrected_stance(word: &str) -> crate::events::CorrectedStance {
+    match word {
+        "support" => crate::events::CorrectedStance::Support,
+        "oppose" => crate::events::CorrectedStance::Oppose,
+        "neutral" => crate::events::CorrectedStance::Neutral,
+        _ => crate::events::CorrectedStance::None,
+    }
+}
+
+/// `vigia correct`: an operator's label recorded on the article's stream.
+fn correct(
+    config: &Config,
+    store: &SqliteStore,
+    correction: crate::events::ReadingCorrected,
+) -> Result<()> {
+    let seq = crate::readings::correct(config, store, correction).map_err(|e| match e {
+        crate::readings::CorrectionError::Store(e) => anyhow::Error::from(e),
+        other => UsageError(other.to_string()).into(),
+    })?;
+    println!("recorded ReadingCorrected (seq {seq}); `vigia train` takes it into the model");
+    Ok(())
 }
 
 /// The async runtime: a worker per core, and a blocking pool sized to the machine
