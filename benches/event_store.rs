@@ -1,5 +1,6 @@
 //! Event store throughput: appends one at a time and batched, reads from a global
-//! position, and a full replay of the projections over 1,000,000 events.
+//! position, a follower (`vigia events --follow`'s loop) keeping up with a cold
+//! cycle's appends, and a full replay of the projections over 1,000,000 events.
 //! Run: cargo bench --bench event_store
 
 use std::time::{Duration, Instant};
@@ -145,5 +146,95 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, appends, reads, replay);
+/// A cold cycle's appends: 1,000 polls, each one batch of its poll outcome and 20
+/// discoveries (21,000 events), from 8 threads as the blocking pool would.
+fn cold_cycle_appends(store: &SqliteStore) -> u64 {
+    let next = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| loop {
+                let poll = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if poll >= 1000 {
+                    break;
+                }
+                let mut batch = vec![NewEvent::new(format!("feed:{poll}"), polled(poll))];
+                batch.extend((0..20).map(|j| {
+                    let i = poll * 20 + j;
+                    NewEvent::new(format!("article:{i}"), discovered(i))
+                }));
+                store.append(batch).unwrap();
+            });
+        }
+    });
+    store.head().unwrap()
+}
+
+/// `vigia events --follow`'s loop, in another handle on the same file (as another
+/// process would be): pages of 10,000, each event printed as a JSON line, a pause of
+/// 300 ms when caught up. Returns when it has printed `last`.
+fn follow_until(path: &std::path::Path, last: &std::sync::atomic::AtomicU64) -> u64 {
+    use std::io::Write;
+    let store = SqliteStore::open(path).unwrap();
+    let mut out = std::io::BufWriter::new(std::io::sink());
+    let (mut after, mut printed) = (0u64, 0u64);
+    loop {
+        let page = store.read_from(after, 10_000, None).unwrap();
+        for event in &page {
+            writeln!(out, "{}", serde_json::to_string(event).unwrap()).unwrap();
+            after = event.seq;
+            printed += 1;
+        }
+        let target = last.load(std::sync::atomic::Ordering::Acquire);
+        if target > 0 && after >= target {
+            return printed;
+        }
+        if page.len() < 10_000 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn follow(c: &mut Criterion) {
+    let mut group = c.benchmark_group("follow a cold cycle");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
+    group.throughput(Throughput::Elements(21_000));
+    group.bench_function("appends alone (21,000 events, a batch per poll)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (_dir, store) = fresh_store();
+                let started = Instant::now();
+                cold_cycle_appends(&store);
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    // Until the follower has printed the cycle's last event: the appends' time plus
+    // the follower's lag behind them.
+    group.bench_function("appends until a follower has printed them all", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (dir, store) = fresh_store();
+                let path = dir.path().join("bench.db");
+                let last = std::sync::atomic::AtomicU64::new(0);
+                let started = Instant::now();
+                std::thread::scope(|scope| {
+                    let follower = scope.spawn(|| follow_until(&path, &last));
+                    let head = cold_cycle_appends(&store);
+                    last.store(head, std::sync::atomic::Ordering::Release);
+                    assert_eq!(follower.join().unwrap(), 21_000);
+                });
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, appends, reads, follow, replay);
 criterion_main!(benches);
