@@ -3,12 +3,14 @@
 //! tells subscribers when a stance changes. See docs/ARCHITECTURE.md.
 //!
 //! The modules, in the order the pipeline needs them: each uses only modules listed
-//! above it, so none import each other (`tests/layout.rs` holds the code to this):
+//! above it, so none import each other (`tests/layout.rs` holds the code to this; the
+//! `pub mod` lines below are in rustfmt's order):
 //!
 //! * `events`: the event types, their schema versions and upcasting; `events::stream`
 //!   names every stream and idempotency key.
 //! * `detect`: topics and stances read from text: the config's rules and a learned
-//!   reader per topic; `eval` scores it against labelled articles.
+//!   reader per topic.
+//! * `eval`: the detector scored against labelled articles, as the SPEC defines it.
 //! * `config`: the TOML file, read and checked (`file:line:col` for every problem);
 //!   cron expressions, secrets' sources and the key-strength rule live here.
 //! * `store`: the append-only log behind the `EventStore` trait; `store::sqlite` is
