@@ -299,7 +299,7 @@ fn a_real_change_sends_one_digest_per_subscriber_with_its_evidence() {
 
 /// Two outlets reporting Mexico's rejection (enough to establish it), SMTP to a sink,
 /// and these subscribers.
-fn two_outlets_rejecting(subscribers: &[(&str, &str)]) -> (Dir, FeedServer, SmtpSink) {
+pub(crate) fn two_outlets_rejecting(subscribers: &[(&str, &str)]) -> (Dir, FeedServer, SmtpSink) {
     let dir = Dir::new();
     let server = FeedServer::start();
     let smtp = SmtpSink::start();
@@ -307,63 +307,6 @@ fn two_outlets_rejecting(subscribers: &[(&str, &str)]) -> (Dir, FeedServer, Smtp
     server.feed("b.xml", rss("outlet-b", &[&REJECT_B]), RSS);
     config(&dir, &server, &["a", "b"], &smtp, subscribers);
     (dir, server, smtp)
-}
-
-#[test]
-fn a_digest_waiting_when_its_recipient_unsubscribes_is_not_sent() {
-    let (dir, _server, smtp) = two_outlets_rejecting(&[("ana@example.org", "us-mx-security")]);
-    vigia_ok(
-        &[
-            "--config",
-            "vigia.toml",
-            "subscribers",
-            "add",
-            "bo@example.org",
-            "--topic",
-            "us-mx-security",
-        ],
-        &dir,
-    );
-    smtp.refuse(true);
-    vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
-    assert_eq!(count_kind(&events(&dir), "DigestQueued"), 2, "both waiting");
-    vigia_ok(
-        &[
-            "--config",
-            "vigia.toml",
-            "subscribers",
-            "remove",
-            "bo@example.org",
-        ],
-        &dir,
-    );
-    smtp.refuse(false);
-    let given_up = |dir: &Dir| {
-        events(dir).iter().any(|e| {
-            e["kind"] == "DigestFailed"
-                && e["payload"]["to"] == "bo@example.org"
-                && e["payload"]["permanent"] == true
-                && e["payload"]["error"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("unsubscribed")
-        })
-    };
-    // Each digest's retry has its own jittered time (retry_base_s = 1): cycles until
-    // both outcomes are in, the pause between them letting the backoff elapse.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while (smtp.to("ana@example.org").is_empty() || !given_up(&dir))
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(500));
-        vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
-    }
-    assert_eq!(smtp.to("ana@example.org").len(), 1);
-    assert!(given_up(&dir), "recorded as given up, with why");
-    assert!(
-        smtp.to("bo@example.org").is_empty(),
-        "nothing after leaving"
-    );
 }
 
 #[test]

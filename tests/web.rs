@@ -203,7 +203,8 @@ impl Site {
         )
     }
 
-    fn key(&self) -> SigningKey {
+    /// The key the site signs links with.
+    pub(crate) fn key(&self) -> SigningKey {
         SigningKey::from_bytes(SECRET.as_bytes()).unwrap()
     }
 }
@@ -617,32 +618,6 @@ fn links_refuse_forgery_expiry_wrong_purpose_and_replay() {
     );
     assert_eq!(left[0]["payload"]["via"], "link");
     assert_eq!(left[1]["payload"]["via"], "one-click");
-    // Eight clicks of one confirmation link at once: exactly one confirms.
-    assert_eq!(site.subscribe("race@example.org").status, 200);
-    let mailed = site.mail_for("race@example.org", 1);
-    let race = token_of(&link_in(
-        &mailed[0],
-        &site.link("/subscribe/confirm?token="),
-    ));
-    let port = site.port;
-    let clicks: Vec<_> = (0..8)
-        .map(|_| {
-            let race = race.clone();
-            std::thread::spawn(move || {
-                post_form(port, "/subscribe/confirm", &[], &[("token", &race)]).status
-            })
-        })
-        .collect();
-    let mut statuses: Vec<u16> = clicks.into_iter().map(|c| c.join().unwrap()).collect();
-    statuses.sort();
-    assert_eq!(statuses, [200, 410, 410, 410, 410, 410, 410, 410]);
-    let confirmed = events(&site.dir)
-        .iter()
-        .filter(|e| {
-            e["kind"] == "SubscriberConfirmed" && e["payload"]["email"] == "race@example.org"
-        })
-        .count();
-    assert_eq!(confirmed, 1);
 }
 
 #[test]
@@ -750,22 +725,16 @@ fn the_form_refuses_cross_site_posts_and_bad_input_and_answers_alike() {
     assert_eq!(get(site.port, "/stances/%3Cscript%3E/x").status, 404);
     assert_eq!(count_kind(&events(&site.dir), "SubscriberRequested"), 0);
 
-    // Known (confirmed by the config) and unknown addresses get the same answer.
-    let timed = |email: &'static str| {
+    // Known (confirmed by the config) and unknown addresses get the same answer (and
+    // take as long: regression::the_time_a_subscribe_answer_takes_does_not_tell_what_was_recorded).
+    let with_a_form = |email: &'static str| {
         let (cookie, token) = site.form();
         let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
-        let started = Instant::now();
         let reply = post(&headers, fields(&token, email));
-        (reply, started.elapsed(), cookie, token)
+        (reply, cookie, token)
     };
-    let (known, known_took, used_cookie, used_token) = timed("known@example.org");
-    let (unknown, unknown_took, _, _) = timed("stranger@example.org");
-    // Neither answer comes sooner than the floor, whatever work was done behind it.
-    assert!(known_took >= Duration::from_millis(250), "{known_took:?}");
-    assert!(
-        unknown_took >= Duration::from_millis(250),
-        "{unknown_took:?}"
-    );
+    let (known, used_cookie, used_token) = with_a_form("known@example.org");
+    let (unknown, _, _) = with_a_form("stranger@example.org");
     assert_eq!(known.status, 200, "{}", known.body);
     assert_eq!(
         (known.status, known.body_without_footer()),
