@@ -45,7 +45,7 @@ fn subscribe_as(site: &Site, xff: &str, email: &str) -> Reply {
 #[test]
 fn three_hundred_idle_connections_and_fifty_slow_bodies_starve_neither_health_nor_visitors() {
     let site = Site::start_with(&[], true, &[]);
-    let (port, ops) = (site.port, site.ops_port);
+    let (port, ops) = (site.port, site.ops);
     wait_for("/healthz", Duration::from_secs(20), || {
         (request(ops, "GET", "/healthz", &[], b"").status == 200).then_some(())
     });
@@ -61,6 +61,7 @@ fn three_hundred_idle_connections_and_fifty_slow_bodies_starve_neither_health_no
                     .filter_map(|_| connect_from("127.0.0.3", port).ok())
                     .collect();
                 opened += held.len();
+                // The attack's pace (not a wait for readiness): hold them a while.
                 std::thread::sleep(Duration::from_millis(500));
             }
             opened
@@ -83,6 +84,7 @@ fn three_hundred_idle_connections_and_fifty_slow_bodies_starve_neither_health_no
                     }
                 }
                 posts.retain_mut(|s| s.write_all(b"e").is_ok());
+                // The trickle's pace: a byte every 400 ms.
                 std::thread::sleep(Duration::from_millis(400));
             }
         })
@@ -100,6 +102,7 @@ fn three_hundred_idle_connections_and_fifty_slow_bodies_starve_neither_health_no
         });
         assert_eq!(page.status, 200);
         rounds += 1;
+        // The visitors' pace over the attack's 13 s.
         std::thread::sleep(Duration::from_millis(300));
     }
     stop.store(true, Ordering::Relaxed);
@@ -214,7 +217,7 @@ fn nothing_public_tells_whether_an_address_was_sent_a_confirmation() {
     site.mail_for("new@example.org", 1);
     // The operators' counters do not tell them apart either, and health names no
     // count that a request moves, no path and no error.
-    let metrics = get(site.ops_port, "/metrics");
+    let metrics = get(site.ops, "/metrics");
     let requests: Vec<&str> = metrics
         .body
         .lines()
@@ -226,7 +229,7 @@ fn nothing_public_tells_whether_an_address_was_sent_a_confirmation() {
         "{}",
         metrics.body
     );
-    let health = get(site.ops_port, "/healthz");
+    let health = get(site.ops, "/healthz");
     assert_eq!(health.status, 200, "{}", health.body);
     for leak in ["events", "vigia.db", "/"] {
         assert!(!health.body.contains(leak), "{leak}: {}", health.body);
@@ -252,10 +255,7 @@ fn the_event_log_holds_no_token_that_the_pages_accept_and_a_resent_mail_is_the_s
         copies[0].raw, copies[1].raw,
         "the resent mail is the same bytes"
     );
-    let confirm = link_in(
-        &copies[0],
-        &format!("http://127.0.0.1:{}/subscribe/confirm?token=", site.port),
-    );
+    let confirm = link_in(&copies[0], &site.link("/subscribe/confirm?token="));
     let confirmed = post_form(
         site.port,
         "/subscribe/confirm",
@@ -265,10 +265,7 @@ fn the_event_log_holds_no_token_that_the_pages_accept_and_a_resent_mail_is_the_s
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     site.publish(&[("a", &REJECT_A), ("b", &REJECT_B)]);
     let mail = site.mail_for("ana@example.org", 3);
-    let unsubscribe = link_in(
-        &mail[2],
-        &format!("http://127.0.0.1:{}/unsubscribe?token=", site.port),
-    );
+    let unsubscribe = link_in(&mail[2], &site.link("/unsubscribe?token="));
     let log = crate::util::vigia_ok(&["--config", "vigia.toml", "events"], &site.dir);
     assert!(log.contains("DigestQueued") && log.contains("vigia-link-"));
     for mailed in [token_of(&confirm), token_of(&unsubscribe)] {
@@ -304,10 +301,7 @@ fn a_deleted_or_replaced_key_file_changes_no_link_until_sighup_and_is_reported()
     let site = Site::start(&[], true);
     assert_eq!(site.subscribe("ana@example.org").status, 200);
     let mail = site.mail_for("ana@example.org", 1);
-    let link = token_of(&link_in(
-        &mail[0],
-        &format!("http://127.0.0.1:{}/subscribe/confirm?token=", site.port),
-    ));
+    let link = token_of(&link_in(&mail[0], &site.link("/subscribe/confirm?token=")));
     let link_works = || get(site.port, &format!("/subscribe/confirm?token={link}")).status == 200;
     assert!(link_works());
     let key_file = site.dir.join("web.secret");
@@ -320,7 +314,7 @@ fn a_deleted_or_replaced_key_file_changes_no_link_until_sighup_and_is_reported()
         "/healthz to report the key file",
         Duration::from_secs(30),
         || {
-            get(site.ops_port, "/healthz")
+            get(site.ops, "/healthz")
                 .body
                 .contains("degraded")
                 .then_some(())
@@ -350,7 +344,17 @@ fn a_deleted_or_replaced_key_file_changes_no_link_until_sighup_and_is_reported()
             3600,
         )
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the daemon has seen the new file (it says so), the old key is still the
+    // one in use.
+    wait_for(
+        "the daemon's log to report the new key file",
+        Duration::from_secs(30),
+        || {
+            site.log()
+                .contains("no longer holds the key in use")
+                .then_some(())
+        },
+    );
     assert!(link_works());
     assert_eq!(
         get(
@@ -361,21 +365,12 @@ fn a_deleted_or_replaced_key_file_changes_no_link_until_sighup_and_is_reported()
         400,
         "the new key is not in use yet"
     );
-    wait_for(
-        "the daemon's log to report the new key file",
-        Duration::from_secs(30),
-        || {
-            site.log()
-                .contains("no longer holds the key in use")
-                .then_some(())
-        },
-    );
     hup();
     wait_for("the new key to be in use", Duration::from_secs(15), || {
         (get(site.port, &format!("/subscribe/confirm?token={link}")).status == 400).then_some(())
     });
     wait_for("/healthz to be ok again", Duration::from_secs(30), || {
-        get(site.ops_port, "/healthz")
+        get(site.ops, "/healthz")
             .body
             .contains("\"status\":\"ok\"")
             .then_some(())

@@ -12,7 +12,6 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::digest::{REJECT_A, REJECT_B, TURN_A, TURN_B, TURN_COPY};
-use crate::util::free_port;
 use crate::util::http::{get, request};
 use crate::web::{Site, AGAIN_C};
 
@@ -37,17 +36,33 @@ impl Browser {
                 "{exe} is missing: apt-get install chromium chromium-driver (.ci/run does)"
             );
         }
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // Port 0: chromedriver picks one and says which ("ChromeDriver was started
+        // successfully on port 36015."), so no other process can take it first.
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
+        let stdout = driver.stdout.take().expect("a piped stdout");
+        let (said, port) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            // Read to the end, so that chromedriver never blocks on a full pipe.
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    if let Ok(port) = rest.trim_end_matches('.').trim().parse::<u16>() {
+                        let _ = said.send(port);
+                    }
+                }
+            }
+        });
+        let port = port
+            .recv_timeout(Duration::from_secs(20))
+            .expect("chromedriver says which port it listens on");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-            || get(port, "/status").status != 200
-        {
+        while get(port, "/status").status != 200 {
             assert!(Instant::now() < deadline, "chromedriver did not come up");
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -192,82 +192,147 @@ fn trap_us_rejecting_a_mexican_request_is_not_mexican_opposition() {
         "US rejects Mexico's request to share files on an arms smuggling case",
         "The Justice Department turned down the request from Mexico's attorney general.",
     );
+    assert!(relevant(&c), "{c:#?}");
+    // The refusal is read, and it is the US's.
+    assert_eq!(stance(&c, COOP, "us_gov"), Some(Stance::Oppose), "{c:#?}");
     assert_ne!(stance(&c, MIL, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
     assert_ne!(stance(&c, COOP, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
 }
 
+/// "Does not rule out" negates a refusal: what is left is neutral, in both languages.
 #[test]
 fn trap_not_ruling_out_help_is_not_opposition() {
-    let c = classify(
-        "en",
-        "Mexico does not rule out US help to trace smuggled weapons",
-        "",
-    );
-    assert!(relevant(&c));
-    for issue in [MIL, COOP] {
-        assert_ne!(stance(&c, issue, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+    for (lang, title) in [
+        (
+            "en",
+            "Mexico does not rule out US help to trace smuggled weapons",
+        ),
+        (
+            "es",
+            "México no descarta pedir ayuda a Estados Unidos para rastrear armas",
+        ),
+    ] {
+        let c = classify(lang, title, "");
+        assert!(relevant(&c), "{title}: {c:#?}");
+        assert_eq!(
+            stance(&c, COOP, "mx_gov"),
+            Some(Stance::Neutral),
+            "{title}: {c:#?}"
+        );
+        assert_ne!(
+            stance(&c, MIL, "mx_gov"),
+            Some(Stance::Oppose),
+            "{title}: {c:#?}"
+        );
     }
-    let c = classify(
-        "es",
-        "México no descarta pedir ayuda a Estados Unidos para rastrear armas",
-        "",
-    );
-    for issue in [MIL, COOP] {
-        assert_ne!(stance(&c, issue, "mx_gov"), Some(Stance::Oppose), "{c:#?}");
+}
+
+/// Each case that must not match beside a near twin that must: a detector that
+/// matches nothing fails the twins, one that matches everything fails the traps.
+fn relevance_pairs(pairs: &[[(&str, &str, &str); 2]]) {
+    for [(lang, title, summary), (twin_lang, twin, twin_summary)] in pairs {
+        let c = classify(lang, title, summary);
+        assert!(!relevant(&c), "not relevant: {title}: {c:#?}");
+        let c = classify(twin_lang, twin, twin_summary);
+        assert!(relevant(&c), "relevant: {twin}: {c:#?}");
     }
 }
 
 #[test]
 fn trap_other_countries_stories_are_not_relevant() {
-    for (lang, title, summary) in [
-        (
-            "en",
-            "Colombia condemns US strikes on boats as a breach of its sovereignty",
-            "Bogotá recalled its ambassador from Washington.",
-        ),
-        (
-            "es",
-            "Venezuela rechaza la intervención militar de Estados Unidos y defiende su soberanía",
-            "Caracas denunció el despliegue de buques estadounidenses.",
-        ),
-        (
-            "en",
-            "Honduras extradites two alleged traffickers to the United States",
-            "The men face drug charges in Miami.",
-        ),
-    ] {
-        let c = classify(lang, title, summary);
-        assert!(!relevant(&c), "{title}: {c:#?}");
-    }
+    relevance_pairs(&[
+        [
+            (
+                "en",
+                "Colombia condemns US strikes on boats as a breach of its sovereignty",
+                "Bogotá recalled its ambassador from Washington.",
+            ),
+            (
+                "en",
+                "Mexico condemns US strikes on boats as a breach of its sovereignty",
+                "Mexico City recalled its ambassador from Washington.",
+            ),
+        ],
+        [
+            (
+                "es",
+                "Venezuela rechaza la intervención militar de Estados Unidos y defiende su soberanía",
+                "Caracas denunció el despliegue de buques estadounidenses.",
+            ),
+            (
+                "es",
+                "México rechaza la intervención militar de Estados Unidos y defiende su soberanía",
+                "El gobierno denunció el despliegue de buques estadounidenses.",
+            ),
+        ],
+        [
+            (
+                "en",
+                "Honduras extradites two alleged traffickers to the United States",
+                "The men face drug charges in Miami.",
+            ),
+            (
+                "en",
+                "Mexico extradites two alleged traffickers to the United States",
+                "The men face drug charges in Miami.",
+            ),
+        ],
+    ]);
 }
 
 #[test]
 fn trap_mexican_news_without_a_us_security_angle_is_not_relevant() {
-    for (lang, title, summary) in [
-        (
-            "en",
-            "Mexican army clashes with gunmen in Zacatecas",
-            "Soldiers returned fire; the defence ministry said no troops died.",
-        ),
-        (
-            "en",
-            "US and Mexico settle a dispute over avocado inspections",
-            "Trucks resumed crossing after new plant-health checks.",
-        ),
-        (
-            "es",
-            "México vence a Estados Unidos en amistoso de fútbol",
-            "El equipo nacional ganó dos a uno en Texas.",
-        ),
-        (
-            "en",
-            "Cartels told us they fear nothing, a resident of the town said",
-            "Violence has displaced hundreds of families.",
-        ),
-    ] {
-        let c = classify(lang, title, summary);
-        assert!(!relevant(&c), "{title}: {c:#?}");
-    }
+    relevance_pairs(&[
+        [
+            (
+                "en",
+                "Mexican army clashes with gunmen in Zacatecas",
+                "Soldiers returned fire; the defence ministry said no troops died.",
+            ),
+            (
+                "en",
+                "US drone strike hits cartel gunmen in Zacatecas",
+                "Soldiers returned fire; the defence ministry said no troops died.",
+            ),
+        ],
+        [
+            (
+                "en",
+                "US and Mexico settle a dispute over avocado inspections",
+                "Trucks resumed crossing after new plant-health checks.",
+            ),
+            (
+                "en",
+                "US and Mexico settle a dispute over fentanyl inspections",
+                "Trucks resumed crossing after new border security checks.",
+            ),
+        ],
+        [
+            (
+                "es",
+                "México vence a Estados Unidos en amistoso de fútbol",
+                "El equipo nacional ganó dos a uno en Texas.",
+            ),
+            (
+                "es",
+                "México vence a Estados Unidos en la lucha contra el tráfico de armas",
+                "El equipo nacional ganó dos a uno en Texas.",
+            ),
+        ],
+        [
+            // "us" is not "US": a term in capitals matches only capitals.
+            (
+                "en",
+                "Cartels told us they fear nothing, a resident of the town said",
+                "Violence has displaced hundreds of families.",
+            ),
+            (
+                "en",
+                "Cartels told US agents they fear nothing, a resident of the town said",
+                "Violence has displaced hundreds of families.",
+            ),
+        ],
+    ]);
 }
 
 #[test]

@@ -299,7 +299,7 @@ fn a_real_change_sends_one_digest_per_subscriber_with_its_evidence() {
 
 /// Two outlets reporting Mexico's rejection (enough to establish it), SMTP to a sink,
 /// and these subscribers.
-fn two_outlets_rejecting(subscribers: &[(&str, &str)]) -> (Dir, FeedServer, SmtpSink) {
+pub(crate) fn two_outlets_rejecting(subscribers: &[(&str, &str)]) -> (Dir, FeedServer, SmtpSink) {
     let dir = Dir::new();
     let server = FeedServer::start();
     let smtp = SmtpSink::start();
@@ -307,61 +307,6 @@ fn two_outlets_rejecting(subscribers: &[(&str, &str)]) -> (Dir, FeedServer, Smtp
     server.feed("b.xml", rss("outlet-b", &[&REJECT_B]), RSS);
     config(&dir, &server, &["a", "b"], &smtp, subscribers);
     (dir, server, smtp)
-}
-
-#[test]
-fn a_digest_waiting_when_its_recipient_unsubscribes_is_not_sent() {
-    let (dir, _server, smtp) = two_outlets_rejecting(&[("ana@example.org", "us-mx-security")]);
-    vigia_ok(
-        &[
-            "--config",
-            "vigia.toml",
-            "subscribers",
-            "add",
-            "bo@example.org",
-            "--topic",
-            "us-mx-security",
-        ],
-        &dir,
-    );
-    smtp.refuse(true);
-    vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
-    assert_eq!(count_kind(&events(&dir), "DigestQueued"), 2, "both waiting");
-    vigia_ok(
-        &[
-            "--config",
-            "vigia.toml",
-            "subscribers",
-            "remove",
-            "bo@example.org",
-        ],
-        &dir,
-    );
-    smtp.refuse(false);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while smtp.to("ana@example.org").is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
-    }
-    assert_eq!(smtp.to("ana@example.org").len(), 1);
-    // Bo's retry falls due at about the same time as Ana's: one more round for it.
-    std::thread::sleep(Duration::from_millis(1500));
-    vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
-    assert!(
-        smtp.to("bo@example.org").is_empty(),
-        "nothing after leaving"
-    );
-    let evs = events(&dir);
-    let given_up = evs.iter().any(|e| {
-        e["kind"] == "DigestFailed"
-            && e["payload"]["to"] == "bo@example.org"
-            && e["payload"]["permanent"] == true
-            && e["payload"]["error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("unsubscribed")
-    });
-    assert!(given_up, "recorded as given up, with why");
 }
 
 #[test]
@@ -396,6 +341,7 @@ fn an_smtp_outage_is_retried_and_a_permanent_refusal_is_not() {
     while (smtp.to("ana@example.org").is_empty() || !given_up(&dir))
         && std::time::Instant::now() < deadline
     {
+        // Lets the backoff elapse before the next cycle.
         std::thread::sleep(Duration::from_millis(500));
         vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     }
@@ -416,6 +362,7 @@ fn an_smtp_outage_is_retried_and_a_permanent_refusal_is_not() {
     );
     let attempts = gone.len();
     for _ in 0..3 {
+        // Longer than a retry's backoff: a retry would fall due in each pause.
         std::thread::sleep(Duration::from_millis(1200));
         vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     }
@@ -501,6 +448,7 @@ fn sigkill_during_delivery_loses_nothing_and_repeats_only_with_the_same_message_
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // The point of the trial: SIGKILL at a random moment of the cycle.
         std::thread::sleep(Duration::from_millis(fastrand::u64(20..500)));
         let _ = child.kill();
         let _ = child.wait();
@@ -521,6 +469,7 @@ fn sigkill_during_delivery_loses_nothing_and_repeats_only_with_the_same_message_
             if waiting == 0 {
                 break;
             }
+            // Lets the failed attempt's backoff (retry_base_s = 1) elapse.
             std::thread::sleep(Duration::from_millis(1200));
         }
     }
@@ -588,6 +537,7 @@ fn a_periodic_subscriber_gets_the_stories_when_the_schedule_is_due_and_nothing_w
         ),
     );
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
+    // The schedule's next second must come: the time passing is the point.
     std::thread::sleep(Duration::from_millis(1100));
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let got = smtp.to("weekly@example.org");
@@ -602,6 +552,7 @@ fn a_periodic_subscriber_gets_the_stories_when_the_schedule_is_due_and_nothing_w
         "{:?}",
         got[0].header("Subject")
     );
+    // Another slot of the schedule passes, with nothing new.
     std::thread::sleep(Duration::from_millis(1100));
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     assert_eq!(

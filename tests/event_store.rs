@@ -249,6 +249,7 @@ fn appending_the_same_idempotency_key_twice_gives_one_event() {
     assert_eq!(first.event().seq, second.event().seq);
     // Also within one batch.
     let both = store.append(vec![event(), event()]).unwrap();
+    assert_eq!(both.len(), 2, "an outcome per event");
     assert!(both.iter().all(|a| !a.is_new()));
     assert_eq!(store.head().unwrap(), 1);
 }
@@ -368,6 +369,16 @@ fn replay_equals_incremental() {
     }
     projections::catch_up(&store).unwrap();
     let incremental = projection_snapshot(&dir.db());
+    let tables: Vec<&str> = incremental.iter().map(|(t, _)| t.as_str()).collect();
+    for table in [
+        "feed_health",
+        "articles",
+        "stances",
+        "subscribers",
+        "outbox",
+    ] {
+        assert!(tables.contains(&table), "{table} is compared: {tables:?}");
+    }
     assert!(
         incremental.iter().all(|(_, rows)| !rows.is_empty()),
         "every projection has rows"
@@ -375,6 +386,7 @@ fn replay_equals_incremental() {
     let replayed = projections::rebuild(&store).unwrap();
     assert_eq!(replayed as usize, appended);
     let rebuilt = projection_snapshot(&dir.db());
+    assert_eq!(rebuilt.len(), incremental.len());
     for ((table, a), (_, b)) in incremental.iter().zip(&rebuilt) {
         assert_eq!(a.len(), b.len(), "{table}: row counts differ");
         for (x, y) in a.iter().zip(b) {
@@ -442,6 +454,7 @@ fn sigkill_during_batched_appends_leaves_only_whole_batches() {
         while count_events(&db) < before + 500 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        // The point of the trial: SIGKILL at a random moment of the writing.
         std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(0..40)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

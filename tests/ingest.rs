@@ -314,6 +314,7 @@ fn the_user_agent_names_vigia_and_its_version() {
     dir.config(&[("a", server.url("a.xml"))], "");
     vigia_ok(&["--config", "vigia.toml", "run", "--once"], &dir);
     let agents = server.stats(|s| s.user_agents.clone());
+    assert!(!agents.is_empty(), "the feed was fetched");
     assert!(
         agents
             .iter()
@@ -325,12 +326,9 @@ fn the_user_agent_names_vigia_and_its_version() {
 #[test]
 fn an_unreachable_feed_fails_with_connect_and_does_not_stop_the_cycle() {
     let dir = Dir::new();
-    // A port that nothing listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port that refuses connections, held for the whole test so that no other
+    // process can start listening on it meanwhile.
+    let (_held, port) = crate::util::refused_port();
     dir.config(
         &[("closed", format!("http://127.0.0.1:{port}/feed.xml"))],
         "",
@@ -362,7 +360,11 @@ fn the_daemon_never_polls_a_feed_that_is_still_being_polled() {
     let text = std::fs::read_to_string(dir.join("vigia.toml")).unwrap();
     dir.write(
         "vigia.toml",
-        &text.replace("schedule = \"*/15 * * * *\"", "schedule = \"* * * * * *\""),
+        &text.replace(
+            "schedule = \"*/15 * * * *\"",
+            // Port 0: the operators' endpoints take no fixed port on the test machine.
+            "schedule = \"* * * * * *\"\nops_listen = \"127.0.0.1:0\"",
+        ),
     );
     let mut daemon = std::process::Command::new(crate::util::VIGIA)
         .args(["--config", "vigia.toml", "run"])

@@ -14,5 +14,6 @@ mod event_store;
 mod ingest;
 mod layout;
 mod learned;
+mod regression;
 mod service;
 mod web;

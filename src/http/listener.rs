@@ -394,9 +394,24 @@ mod tests {
         let mut limits = quick(1, 8);
         limits.header_timeout = Duration::from_secs(30);
         let addr = serve_with(limits).await;
-        let hog = connect_from("127.0.0.1", addr).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut hog = connect_from("127.0.0.1", addr).await;
+        // The hog is answered once, so the server has taken its connection (and the
+        // only slot), which it keeps open: no pause hoping that it was accepted.
+        hog.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answered = String::new();
+        let mut buf = [0u8; 512];
+        while !answered.ends_with("ok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), hog.read(&mut buf))
+                .await
+                .expect("the hog is answered")
+                .unwrap();
+            assert!(n > 0, "the hog's connection stays open: {answered}");
+            answered.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
         let waiting = tokio::spawn(async move { ask(connect_from("127.0.0.2", addr).await).await });
+        // What is checked is that nothing happens for a while: this wait is the point.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiting.is_finished(), "no slot while the hog holds it");
         drop(hog);

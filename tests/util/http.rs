@@ -2,8 +2,26 @@
 //! sends (Origin, Cookie, Sec-Fetch-Site) and sees every header it gets back.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+/// Where a request goes: a port on 127.0.0.1 (the pages), or a whole address (the
+/// operators' endpoints, which tests serve on another loopback address).
+pub trait Target {
+    fn addr(&self) -> SocketAddr;
+}
+
+impl Target for u16 {
+    fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], *self).into()
+    }
+}
+
+impl Target for SocketAddr {
+    fn addr(&self) -> SocketAddr {
+        *self
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -50,14 +68,15 @@ impl Reply {
 
 /// One request on a fresh connection. `path` may carry a query string.
 pub fn request(
-    port: u16,
+    to: impl Target,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the daemon");
-    request_on(s, port, method, path, headers, body)
+    let addr = to.addr();
+    let s = TcpStream::connect(addr).expect("connect to the daemon");
+    request_on(s, addr, method, path, headers, body)
 }
 
 /// A connection to the daemon on loopback from another loopback address (all of
@@ -81,12 +100,12 @@ pub fn request_from(
     body: &[u8],
 ) -> Reply {
     let s = connect_from(source, port).expect("connect to the daemon");
-    request_on(s, port, method, path, headers, body)
+    request_on(s, port.addr(), method, path, headers, body)
 }
 
 fn request_on(
     mut s: TcpStream,
-    port: u16,
+    addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -94,7 +113,7 @@ fn request_on(
 ) -> Reply {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -149,13 +168,13 @@ fn read_response(s: &mut TcpStream) -> Vec<u8> {
     }
 }
 
-pub fn get(port: u16, path: &str) -> Reply {
-    request(port, "GET", path, &[], b"")
+pub fn get(to: impl Target, path: &str) -> Reply {
+    request(to, "GET", path, &[], b"")
 }
 
 /// A form POST with these extra headers.
 pub fn post_form(
-    port: u16,
+    to: impl Target,
     path: &str,
     headers: &[(&str, &str)],
     fields: &[(&str, &str)],
@@ -167,7 +186,7 @@ pub fn post_form(
         .join("&");
     let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
     all.extend_from_slice(headers);
-    request(port, "POST", path, &all, body.as_bytes())
+    request(to, "POST", path, &all, body.as_bytes())
 }
 
 fn encode(s: &str) -> String {

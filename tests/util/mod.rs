@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod daemon;
 pub mod http;
 pub mod server;
 pub mod smtp;
@@ -10,6 +11,7 @@ pub mod smtp;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use daemon::Daemon;
 pub use server::{FeedServer, Route};
 
 pub const VIGIA: &str = env!("CARGO_BIN_EXE_vigia");
@@ -75,13 +77,21 @@ pub fn shipped_topics() -> String {
     )
 }
 
-/// A port free on loopback now (for a daemon's listen address).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+/// A port on 127.0.0.1 that refuses connections for as long as the socket returned
+/// is kept: bound (so no other process can take the port) but not listening, so a
+/// connection to it is answered with a reset.
+pub fn refused_port() -> (socket2::Socket, u16) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).expect("bind loopback");
+    let port = socket
         .local_addr()
-        .unwrap()
-        .port()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("the bound address")
+        .port();
+    (socket, port)
 }
 
 /// Runs the real binary; the output comes back whatever the status.
