@@ -249,8 +249,9 @@ pub(super) fn read_daemon(
         Some(_) => address("ops_listen", &raw.ops_listen, DEFAULT_OPS_LISTEN),
         None => DEFAULT_OPS_LISTEN.parse().ok(),
     };
+    // Port 0 asks the system for a free port, a different one for each listener.
     if let (Some(a), Some(b)) = (listen, ops_listen) {
-        if a == b {
+        if a == b && a.port() != 0 {
             diags.at(
                 span.clone(),
                 format!("[daemon]: listen and ops_listen are both {a}; the operators' endpoints need their own address"),
@@ -337,4 +338,29 @@ pub(super) fn read_feeds(
         });
     }
     feeds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use std::path::Path;
+
+    fn parse(daemon: &str) -> Result<Config, super::super::ConfigError> {
+        Config::parse(
+            Path::new("t.toml"),
+            &format!("[daemon]\ndatabase = \"x.db\"\n{daemon}\n\n[[feed]]\nid = \"a\"\nurl = \"http://127.0.0.1/a.xml\"\n"),
+        )
+    }
+
+    #[test]
+    fn the_pages_and_the_operators_endpoints_need_their_own_addresses() {
+        let same = parse("listen = \"127.0.0.1:8080\"\nops_listen = \"127.0.0.1:8080\"");
+        assert!(
+            format!("{:?}", same.unwrap_err()).contains("need their own address"),
+            "one address for both is refused"
+        );
+        // Port 0 gives each listener a port of its own.
+        let config = parse("listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(config.daemon.listen, config.daemon.ops_listen);
+    }
 }
