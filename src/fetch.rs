@@ -175,61 +175,15 @@ impl Fetcher {
             let response = request.send().await.map_err(classify_reqwest)?;
             let status = response.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
-                let location = response
-                    .headers()
-                    .get(header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| {
-                        let mut e = FetchError::new(
-                            PollFailureKind::HttpStatus,
-                            format!("HTTP {status} redirect without a Location header"),
-                        );
-                        e.status = Some(status.as_u16());
-                        e
-                    })?;
-                let next = current.join(location).map_err(|e| {
-                    FetchError::new(
-                        PollFailureKind::ForbiddenRedirect,
-                        format!("redirect to an invalid URL {location:?}: {e}"),
-                    )
-                })?;
-                check_scheme(&next)?;
-                if !origin_is_private && is_private_host(&next).await {
-                    return Err(FetchError::new(
-                        PollFailureKind::ForbiddenRedirect,
-                        format!("redirect from a public address to a private or loopback one ({next}) refused"),
-                    ));
-                }
+                current = redirect_target(&current, &response, origin_is_private).await?;
                 all_permanent &= matches!(
                     status,
                     StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
                 );
-                current = next;
                 continue;
             }
             let headers = response.headers().clone();
-            let retry_after = retry_after(&headers);
-            if status == StatusCode::GONE {
-                let mut e = FetchError::new(
-                    PollFailureKind::Gone,
-                    "HTTP 410 Gone: the feed was removed; polling stops",
-                );
-                e.status = Some(410);
-                return Err(e);
-            }
-            if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
-                let mut e = FetchError::new(
-                    PollFailureKind::HttpStatus,
-                    format!(
-                        "HTTP {} {}",
-                        status.as_u16(),
-                        status.canonical_reason().unwrap_or("")
-                    ),
-                );
-                e.status = Some(status.as_u16());
-                e.retry_after = retry_after;
-                return Err(e);
-            }
+            refuse_status(status, &headers)?;
             let moved_to = (all_permanent && current != *url).then(|| current.clone());
             let validators = Validators {
                 etag: header_text(&headers, header::ETAG),
@@ -292,6 +246,70 @@ impl Fetcher {
         }
         Ok(body)
     }
+}
+
+/// Where a redirect leads: its Location joined to the URL that answered, refused when
+/// it is missing or invalid, leaves http(s), or leads from a public address to a
+/// private or loopback one (a feed must not be a way into the operator's network).
+async fn redirect_target(
+    current: &Url,
+    response: &reqwest::Response,
+    origin_is_private: bool,
+) -> Result<Url, FetchError> {
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            let mut e = FetchError::new(
+                PollFailureKind::HttpStatus,
+                format!("HTTP {status} redirect without a Location header"),
+            );
+            e.status = Some(status.as_u16());
+            e
+        })?;
+    let next = current.join(location).map_err(|e| {
+        FetchError::new(
+            PollFailureKind::ForbiddenRedirect,
+            format!("redirect to an invalid URL {location:?}: {e}"),
+        )
+    })?;
+    check_scheme(&next)?;
+    if !origin_is_private && is_private_host(&next).await {
+        return Err(FetchError::new(
+            PollFailureKind::ForbiddenRedirect,
+            format!("redirect from a public address to a private or loopback one ({next}) refused"),
+        ));
+    }
+    Ok(next)
+}
+
+/// A final answer that is not a feed: 410 Gone (polling stops) or any other status
+/// but success and 304, with the server's Retry-After.
+fn refuse_status(status: StatusCode, headers: &header::HeaderMap) -> Result<(), FetchError> {
+    if status == StatusCode::GONE {
+        let mut e = FetchError::new(
+            PollFailureKind::Gone,
+            "HTTP 410 Gone: the feed was removed; polling stops",
+        );
+        e.status = Some(410);
+        return Err(e);
+    }
+    if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        let mut e = FetchError::new(
+            PollFailureKind::HttpStatus,
+            format!(
+                "HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+        );
+        e.status = Some(status.as_u16());
+        e.retry_after = retry_after(headers);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn check_scheme(url: &Url) -> Result<(), FetchError> {
