@@ -37,6 +37,8 @@ pub enum StoreError {
     ReadOnly(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error("cannot encode an event payload: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("stored event {seq}: {source}")]

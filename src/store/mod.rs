@@ -5,9 +5,11 @@
 //! what is built from them, to `crate::projections`.
 
 mod error;
+mod postgres;
 mod sqlite;
 
 pub use error::StoreError;
+pub use self::postgres::PgStore;
 pub use sqlite::{append_in, stream_events, OpenOptions, SqliteStore};
 
 use serde::Serialize;

@@ -1,0 +1,312 @@
+//! The event log in PostgreSQL: the same table and the same promises as SQLite's
+//! (expected versions, idempotency returning the original, all-or-nothing batches,
+//! UPDATE/DELETE/TRUNCATE refused by triggers), so `tests/conformance.rs` runs on it
+//! unchanged. This is the log alone: the projections, leases between daemons and
+//! `vigia migrate` are still to come (issue 16).
+//!
+//! Global order a follower can trust: in PostgreSQL a transaction can take a lower
+//! `seq` and commit after one that took a higher, and a reader that moved past the
+//! higher would never see the lower. Appends therefore take a transaction-level
+//! advisory lock before they insert: one append transaction at a time, committing in
+//! the order it took its positions, so every position a reader sees has all lower
+//! ones committed before it.
+//!
+//! Threading: the synchronous `postgres` client runs its own small runtime and must
+//! not be called from inside a tokio runtime, so one thread owns the connection and
+//! runs each request in turn, like SQLite's writer thread.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use postgres::{Client, NoTls, Row};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use super::{
+    now_rfc3339, Appended, EventStore, ExpectedVersion, NewEvent, StoreError, StoredEvent,
+};
+
+/// The schema, one step per file in `migrations/postgres/`; shipped steps are never
+/// edited.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_events.sql")];
+
+/// The advisory lock key that serialises appends (and migrations): "vigia" in ASCII.
+const LOG_LOCK: i64 = 0x7669_6769_61;
+
+const SELECT_EVENT: &str = "SELECT seq, stream, version, kind, schema_version, payload::text, \
+     recorded_at, idempotency_key FROM events";
+
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// A clonable handle on the event log in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: mpsc::Sender<Job>,
+    head: watch::Sender<u64>,
+}
+
+fn pg(e: postgres::Error) -> StoreError {
+    // The server's own message and SQLSTATE, without the connection string.
+    match e.as_db_error() {
+        Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
+        None => StoreError::Postgres(e.to_string()),
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/dbname`, or a key=value string)
+    /// and brings the schema up to date.
+    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::Postgres(format!("bad database URL: {e}")))?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("vigia-store-postgres".into())
+            .spawn(move || {
+                let mut client = match config.connect(NoTls).map_err(pg).and_then(|mut c| {
+                    migrate(&mut c)?;
+                    Ok(c)
+                }) {
+                    Ok(mut c) => {
+                        let head = head_seq(&mut c);
+                        let _ = ready_tx.send(head);
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = queue.recv() {
+                    job(&mut client);
+                }
+            })
+            .map_err(|e| StoreError::Postgres(format!("cannot start its thread: {e}")))?;
+        let head = ready.recv().map_err(|_| StoreError::WriterGone)??;
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                jobs,
+                head: watch::channel(head).0,
+            }),
+        })
+    }
+
+    /// Runs `f` on the connection's thread and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = mpsc::channel();
+        self.inner
+            .jobs
+            .send(Box::new(move |client| {
+                let _ = reply.send(f(client));
+            }))
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction().map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+        .map_err(pg)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS vigia_schema (version INTEGER NOT NULL)")
+        .map_err(pg)?;
+    let current: i64 = tx
+        .query_one("SELECT COUNT(*) FROM vigia_schema", &[])
+        .map_err(pg)?
+        .get(0);
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::Postgres(format!(
+            "the database was written by a newer vigia (schema {current}, this build knows up to {known}); upgrade vigia to open it"
+        )));
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).map_err(pg)?;
+        tx.execute(
+            "INSERT INTO vigia_schema (version) VALUES ($1)",
+            &[&(step as i32 + 1)],
+        )
+        .map_err(pg)?;
+    }
+    tx.commit().map_err(pg)
+}
+
+fn head_seq(client: &mut Client) -> Result<u64, StoreError> {
+    let head: i64 = client
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
+        .map_err(pg)?
+        .get(0);
+    Ok(head as u64)
+}
+
+fn stored(row: &Row) -> Result<StoredEvent, StoreError> {
+    let payload: String = row.get(5);
+    Ok(StoredEvent {
+        seq: row.get::<_, i64>(0) as u64,
+        stream: row.get(1),
+        version: row.get::<_, i64>(2) as u64,
+        kind: row.get(3),
+        schema_version: row.get::<_, i32>(4) as u32,
+        payload: RawValue::from_string(payload)?,
+        recorded_at: row.get(6),
+        idempotency_key: row.get(7),
+    })
+}
+
+fn append_all(client: &mut Client, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+    let encoded = events
+        .into_iter()
+        .map(|new| Ok((new.event.payload_raw()?, new)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut tx = client.transaction().map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+        .map_err(pg)?;
+    let recorded_at = now_rfc3339();
+    let mut versions = std::collections::HashMap::<String, u64>::new();
+    let mut out = Vec::with_capacity(encoded.len());
+    for (payload, new) in encoded {
+        if let Some(key) = &new.idempotency_key {
+            let existing = tx
+                .query_opt(&format!("{SELECT_EVENT} WHERE idempotency_key = $1"), &[key])
+                .map_err(pg)?;
+            if let Some(row) = existing {
+                out.push(Appended::Duplicate(stored(&row)?));
+                continue;
+            }
+        }
+        let current = match versions.get(&new.stream) {
+            Some(v) => *v,
+            None => {
+                let v: i64 = tx
+                    .query_one(
+                        "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = $1",
+                        &[&new.stream],
+                    )
+                    .map_err(pg)?
+                    .get(0);
+                v as u64
+            }
+        };
+        let fits = match new.expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exactly(v) => current == v,
+        };
+        if !fits {
+            // The transaction is dropped unfinished: nothing of the batch is recorded.
+            return Err(StoreError::Conflict {
+                stream: new.stream.clone(),
+                expected: new.expected.to_string(),
+                actual: current,
+            });
+        }
+        let version = current + 1;
+        let seq: i64 = tx
+            .query_one(
+                "INSERT INTO events (stream, version, kind, schema_version, payload, recorded_at, idempotency_key)
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) RETURNING seq",
+                &[
+                    &new.stream,
+                    &(version as i64),
+                    &new.event.kind(),
+                    &(new.event.schema_version() as i32),
+                    &payload.get(),
+                    &recorded_at,
+                    &new.idempotency_key,
+                ],
+            )
+            .map_err(pg)?
+            .get(0);
+        versions.insert(new.stream.clone(), version);
+        out.push(Appended::New(StoredEvent {
+            seq: seq as u64,
+            stream: new.stream.clone(),
+            version,
+            kind: new.event.kind().to_string(),
+            schema_version: new.event.schema_version(),
+            recorded_at: recorded_at.clone(),
+            idempotency_key: new.idempotency_key.clone(),
+            payload,
+        }));
+    }
+    tx.commit().map_err(pg)?;
+    Ok(out)
+}
+
+impl EventStore for PgStore {
+    fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let appended = self.run(move |client| append_all(client, events))?;
+        if let Some(last) = appended.iter().filter(|a| a.is_new()).map(|a| a.event().seq).max() {
+            self.inner.head.send_if_modified(|head| {
+                let moved = last > *head;
+                *head = (*head).max(last);
+                moved
+            });
+        }
+        Ok(appended)
+    }
+
+    fn read_from(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        kind: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let after = after_seq as i64;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let kind = kind.map(str::to_string);
+        self.run(move |client| {
+            let rows = match &kind {
+                Some(kind) => client.query(
+                    &format!("{SELECT_EVENT} WHERE seq > $1 AND kind = $2 ORDER BY seq LIMIT $3"),
+                    &[&after, kind, &limit],
+                ),
+                None => client.query(
+                    &format!("{SELECT_EVENT} WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                    &[&after, &limit],
+                ),
+            }
+            .map_err(pg)?;
+            rows.iter().map(stored).collect()
+        })
+    }
+
+    fn read_stream(&self, stream: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let stream = stream.to_string();
+        self.run(move |client| {
+            client
+                .query(
+                    &format!("{SELECT_EVENT} WHERE stream = $1 ORDER BY version"),
+                    &[&stream],
+                )
+                .map_err(pg)?
+                .iter()
+                .map(stored)
+                .collect()
+        })
+    }
+
+    fn head(&self) -> Result<u64, StoreError> {
+        self.run(head_seq)
+    }
+
+    fn follow(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    fn probe(&self) -> Result<u64, StoreError> {
+        self.run(head_seq)
+    }
+}
