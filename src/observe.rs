@@ -58,7 +58,7 @@ pub fn events(
                 .collect(),
         }),
     )
-    .idempotent(stream::key::classified(article_id, content_hash, &rules))];
+    .idempotent(stream::key::classified(article_id, content_hash, rules))];
     for s in &classification.stances {
         out.push(
             NewEvent::new(
@@ -69,7 +69,7 @@ pub fn events(
                     topic: s.topic.clone(),
                     issue: s.issue.clone(),
                     actor: s.actor.clone(),
-                    stance: s.stance.as_str().to_string(),
+                    stance: s.stance,
                     confidence: s.confidence,
                     evidence: s.evidence.clone(),
                     cues: s.cues.clone(),
@@ -82,7 +82,7 @@ pub fn events(
             .idempotent(stream::key::stance_observed(
                 article_id,
                 content_hash,
-                &rules,
+                rules,
                 (&s.topic, &s.issue, &s.actor),
                 s.stance.as_str(),
             )),

@@ -16,7 +16,7 @@ use crate::digest::{ConfirmationDraft, RenderError, Templates};
 use crate::events::stream;
 use crate::events::{Event, SubscriberUnsubscribed, Subscription, SubscriptionChannel};
 use crate::links::{KeyError, LinkSigner, Purpose, Token, TokenError, CONFIRM_TTL_S};
-use crate::projections::{self, Outbox, SubscriberRow, Subscribers};
+use crate::projections::{self, Outbox, SubscriberRow, SubscriberStatus, Subscribers};
 use crate::store::{append_in, stream_events, NewEvent, SqliteStore, StoreError};
 use rusqlite::Connection;
 
@@ -43,14 +43,18 @@ pub fn apply_config(store: &SqliteStore, config: &Config) -> Result<usize, Store
         let digest = digest_text(&sub.digest);
         let row = known.iter().find(|k| k.email == sub.email.to_lowercase());
         let left_by_choice = row.is_some_and(|r| {
-            r.status == "unsubscribed" && !matches!(r.via.as_str(), "config" | "command")
+            r.status == SubscriberStatus::Unsubscribed
+                && !matches!(
+                    r.via,
+                    SubscriptionChannel::Config | SubscriptionChannel::Command
+                )
         });
         if left_by_choice {
             tracing::warn!(email = %sub.email, "still in the config but unsubscribed by link: not subscribed again");
             continue;
         }
         let same = row.is_some_and(|r| {
-            r.status == "confirmed"
+            r.status == SubscriberStatus::Confirmed
                 && r.topics == sub.topics
                 && r.digest == digest
                 && r.name == sub.name
@@ -64,7 +68,10 @@ pub fn apply_config(store: &SqliteStore, config: &Config) -> Result<usize, Store
             .subscribers
             .iter()
             .any(|s| s.email.to_lowercase() == row.email);
-        if !in_config && row.status == "confirmed" && row.via == "config" {
+        if !in_config
+            && row.status == SubscriberStatus::Confirmed
+            && row.via == SubscriptionChannel::Config
+        {
             batch.push(NewEvent::new(
                 stream::subscriber(&row.email),
                 Event::SubscriberUnsubscribed(SubscriberUnsubscribed {
@@ -110,7 +117,7 @@ pub fn remove(store: &SqliteStore, email: &str) -> Result<bool, StoreError> {
     let known = store.read(Subscribers::all)?;
     let Some(row) = known
         .iter()
-        .find(|k| k.email == email.to_lowercase() && k.status != "unsubscribed")
+        .find(|k| k.email == email.to_lowercase() && k.status != SubscriberStatus::Unsubscribed)
     else {
         return Ok(false);
     };
@@ -297,9 +304,9 @@ fn requested_by(
         return Ok((row, own.clone()));
     }
     let legacy = requests.last().is_some_and(|r| r.token.is_none());
-    let waiting = match (&row.pending, row.status.as_str()) {
+    let waiting = match (&row.pending, row.status) {
         (Some(p), _) if legacy => p.clone(),
-        (None, "pending") if legacy => Subscription {
+        (None, SubscriberStatus::Pending) if legacy => Subscription {
             email: row.address.clone(),
             name: row.name.clone(),
             topics: row.topics.clone(),
@@ -396,7 +403,7 @@ fn current_subscription(
 ) -> Result<SubscriberRow, LinkError> {
     match row {
         Some(r)
-            if r.status == "confirmed"
+            if r.status == SubscriberStatus::Confirmed
                 && r.subscribed_since
                     .as_deref()
                     .and_then(unix)
@@ -497,7 +504,10 @@ mod tests {
         let (_dir, store, config, signer) = setup();
         let t0 = Utc::now();
         assert_eq!(ask(&store, &config, &["a"], t0), RequestOutcome::MailQueued);
-        assert_eq!(row(&store, "ana@example.org").status, "pending");
+        assert_eq!(
+            row(&store, "ana@example.org").status,
+            SubscriberStatus::Pending
+        );
         let confirm_link = mailed_link(&store, &signer);
         confirm(&store, &signer, &confirm_link, t0).unwrap();
         assert_eq!(row(&store, "ana@example.org").topics, vec!["a"]);
@@ -514,8 +524,8 @@ mod tests {
         );
         let r = row(&store, "ana@example.org");
         assert_eq!(
-            (r.status.as_str(), r.topics.clone()),
-            ("confirmed", vec!["a".to_string()])
+            (r.status, r.topics.clone()),
+            (SubscriberStatus::Confirmed, vec!["a".to_string()])
         );
         assert_eq!(r.pending.map(|p| p.topics), Some(vec!["b".to_string()]));
         let second = mailed_link(&store, &signer);
@@ -619,6 +629,9 @@ mod tests {
             unsubscribe(&store, &signer, &old, SubscriptionChannel::Link, Utc::now()),
             Err(LinkError::Refused(LinkRefused::Used))
         ));
-        assert_eq!(row(&store, "ana@example.org").status, "confirmed");
+        assert_eq!(
+            row(&store, "ana@example.org").status,
+            SubscriberStatus::Confirmed
+        );
     }
 }
