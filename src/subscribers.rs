@@ -132,13 +132,101 @@ pub fn remove(store: &SqliteStore, email: &str) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// What a subscription request from the web asks for (already validated).
+/// A digest mode that self-service offers: the value a form sends, how the form names
+/// it, and the schedule the subscription records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestOffer {
+    pub value: &'static str,
+    pub label: &'static str,
+    pub schedule: &'static str,
+}
+
+/// The digest modes a self-service subscriber chooses from; the first is the default.
+pub const DIGEST_OFFERS: &[DigestOffer] = &[
+    DigestOffer {
+        value: "on-change",
+        label: "When a stance changes",
+        schedule: "on-change",
+    },
+    DigestOffer {
+        value: "daily",
+        label: "Daily, at 07:00 UTC",
+        schedule: "0 7 * * *",
+    },
+    DigestOffer {
+        value: "weekly",
+        label: "Weekly, Mondays at 07:00 UTC",
+        schedule: "0 7 * * 1",
+    },
+];
+
+/// The longest address a request may name (RFC 5321's path limit).
+const MAX_ADDRESS_LEN: usize = 254;
+
+/// What a subscription request from the web asks for, validated (`Request::validate`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub email: String,
     pub topics: Vec<String>,
     /// "on-change" or a cron schedule.
     pub digest: String,
+}
+
+/// What is wrong with a request: the first fault found, in the order below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    #[error("not one email address")]
+    Address,
+    #[error("no topic chosen")]
+    NoTopic,
+    #[error("a topic the config does not watch")]
+    UnknownTopic,
+    #[error("a digest mode that is not on offer")]
+    UnknownDigest,
+}
+
+impl Request {
+    /// Checks what a visitor asked for: one address (surrounding spaces dropped), at
+    /// least one topic, every topic one the config watches (and no more of them than
+    /// it has), and a digest mode from `DIGEST_OFFERS` by its value (none named: the
+    /// first). Each topic is kept once, in the order asked.
+    pub fn validate(
+        config: &Config,
+        email: &str,
+        topics: &[&str],
+        digest: Option<&str>,
+    ) -> Result<Request, InvalidRequest> {
+        let email = email.trim();
+        if email.len() > MAX_ADDRESS_LEN || !crate::config::valid_address(email) {
+            return Err(InvalidRequest::Address);
+        }
+        if topics.is_empty() {
+            return Err(InvalidRequest::NoTopic);
+        }
+        if topics.len() > config.topics.len()
+            || !topics
+                .iter()
+                .all(|t| config.topics.iter().any(|c| c.id == *t))
+        {
+            return Err(InvalidRequest::UnknownTopic);
+        }
+        let value = digest.unwrap_or(DIGEST_OFFERS[0].value);
+        let offer = DIGEST_OFFERS
+            .iter()
+            .find(|o| o.value == value)
+            .ok_or(InvalidRequest::UnknownDigest)?;
+        let mut once = Vec::new();
+        for t in topics {
+            if !once.iter().any(|o: &String| o == t) {
+                once.push(t.to_string());
+            }
+        }
+        Ok(Request {
+            email: email.to_string(),
+            topics: once,
+            digest: offer.schedule.to_string(),
+        })
+    }
 }
 
 /// What became of a request. The web answers every one the same way, so that nobody
@@ -497,6 +585,60 @@ mod tests {
             "the log holds a placeholder, not a token"
         );
         signer.key().sign_slot(&q.links[0])
+    }
+
+    #[test]
+    fn a_request_is_checked_fault_by_fault_and_keeps_each_topic_once() {
+        let (_dir, _store, config, _signer) = setup();
+        let check =
+            |email, topics: &[&str], digest| Request::validate(&config, email, topics, digest);
+        assert_eq!(
+            check(" ana@example.org ", &["b", "b"], None),
+            Ok(Request {
+                email: "ana@example.org".into(),
+                topics: vec!["b".into()],
+                digest: "on-change".into(),
+            })
+        );
+        assert_eq!(
+            check("ana@example.org", &["b", "a"], Some("weekly")).map(|r| (r.topics, r.digest)),
+            Ok((vec!["b".into(), "a".into()], "0 7 * * 1".to_string()))
+        );
+        let long = format!("{}@example.org", "a".repeat(250));
+        for (email, topics, digest, fault) in [
+            ("not-an-address", &["a"][..], None, InvalidRequest::Address),
+            (long.as_str(), &["a"][..], None, InvalidRequest::Address),
+            (
+                "x@example.org",
+                &[][..],
+                Some("nope"),
+                InvalidRequest::NoTopic,
+            ),
+            (
+                "x@example.org",
+                &["a", "c"][..],
+                None,
+                InvalidRequest::UnknownTopic,
+            ),
+            (
+                "x@example.org",
+                &["a", "a", "a"][..],
+                None,
+                InvalidRequest::UnknownTopic,
+            ),
+            (
+                "x@example.org",
+                &["a"][..],
+                Some("hourly"),
+                InvalidRequest::UnknownDigest,
+            ),
+        ] {
+            assert_eq!(
+                check(email, topics, digest),
+                Err(fault),
+                "{email} {topics:?}"
+            );
+        }
     }
 
     #[test]
