@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use vigia::config::Config;
+use vigia::detect::Stance;
 use vigia::events::{
     ArticleBody, ArticleClassified, ArticleDiscovered, Event, Evidence, StanceChanged, TopicScore,
 };
@@ -76,22 +77,26 @@ fn change(i: u64) -> NewEvent {
         ("security_cooperation", "us_gov"),
     ];
     let (issue, actor) = pairs[(i % 4) as usize];
-    let stances = ["oppose", "support", "neutral"];
+    let stances = [Stance::Oppose, Stance::Support, Stance::Neutral];
     let round = i / 4;
     let to = stances[(round % 3) as usize];
-    let from = (round > 0).then(|| stances[((round + 2) % 3) as usize].to_string());
+    let from = (round > 0).then(|| stances[((round + 2) % 3) as usize]);
     let evidence = (0..3)
         .map(|k| Evidence {
             article_id: format!("{:024x}", i * 10 + k),
             story: format!("story-{i}-{k}"),
-            title: format!("Headline {k} of change {i}: Mexico's government {to}s the plan"),
+            title: format!(
+                "Headline {k} of change {i}: Mexico's government {}s the plan",
+                to.as_str()
+            ),
             outlet: Some(format!("Outlet {k}")),
             url: Some(format!("https://outlet-{k}.example/change/{i}")),
             published: Some("2026-11-27T10:00:00Z".into()),
             sentence: format!(
-                "The government said it {to}s the measure, officials told reporters ({i}/{k})."
+                "The government said it {}s the measure, officials told reporters ({i}/{k}).",
+                to.as_str()
             ),
-            stance: to.into(),
+            stance: to,
             confidence: 0.9,
         })
         .collect();
@@ -102,7 +107,7 @@ fn change(i: u64) -> NewEvent {
             issue: issue.into(),
             actor: actor.into(),
             from,
-            to: to.into(),
+            to,
             from_since: None,
             evidence,
         }),

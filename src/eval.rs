@@ -199,13 +199,9 @@ pub fn predictions(
     best.into_iter().map(|(k, (_, s))| (k, s)).collect()
 }
 
+/// A label's stance; anything else (a typo, "none") labels nothing.
 fn parse_stance(s: &str) -> Option<Stance> {
-    match s {
-        "support" => Some(Stance::Support),
-        "oppose" => Some(Stance::Oppose),
-        "neutral" => Some(Stance::Neutral),
-        _ => None,
-    }
+    crate::events::from_name(s).ok()
 }
 
 pub fn score(detector: &Detector, items: &[Labelled], topic: &str) -> Report {

@@ -6,10 +6,10 @@
 //! above it, so none import each other (`tests/layout.rs` holds the code to this; the
 //! `pub mod` lines below are in rustfmt's order):
 //!
-//! * `events`: the event types, their schema versions and upcasting; `events::stream`
-//!   names every stream and idempotency key.
 //! * `detect`: topics and stances read from text: the config's rules and a learned
 //!   reader per topic.
+//! * `events`: the event types, their schema versions and upcasting; `events::stream`
+//!   names every stream and idempotency key.
 //! * `eval`: the detector scored against labelled articles, as the SPEC defines it.
 //! * `config`: the TOML file, read and checked (`file:line:col` for every problem);
 //!   cron expressions, secrets' sources and the key-strength rule live here.

@@ -69,7 +69,7 @@ pub fn events(
                     topic: s.topic.clone(),
                     issue: s.issue.clone(),
                     actor: s.actor.clone(),
-                    stance: s.stance.as_str().to_string(),
+                    stance: s.stance,
                     confidence: s.confidence,
                     evidence: s.evidence.clone(),
                     cues: s.cues.clone(),

@@ -251,15 +251,10 @@ fn stored_labels(
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
+            r.get::<_, Stance>(2)?,
         ))
     })? {
         let (issue, actor, stance) = row?;
-        let stance = match stance.as_str() {
-            "support" => Stance::Support,
-            "oppose" => Stance::Oppose,
-            _ => Stance::Neutral,
-        };
         labels
             .entry(issue)
             .or_default()

@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::Connection;
 
 use crate::config::TrackingConfig;
+use crate::detect::Stance;
 use crate::events::stream;
 use crate::events::{Event, Evidence, StanceChanged};
 use crate::projections::{CurrentStance, Stances};
@@ -27,7 +28,7 @@ struct Observed {
     topic: String,
     issue: String,
     actor: String,
-    stance: String,
+    stance: Stance,
     confidence: f64,
     sentence: String,
     observed_at: DateTime<Utc>,
@@ -162,7 +163,7 @@ pub fn decide(
             .values()
             .filter(|v| since.is_none_or(|s| v.first_seen > s))
             .collect();
-        let outlets_for = |stance: &str| -> Vec<&Vote<'_>> {
+        let outlets_for = |stance: Stance| -> Vec<&Vote<'_>> {
             let mut outlets = HashSet::new();
             fresh
                 .iter()
@@ -173,14 +174,17 @@ pub fn decide(
                 })
                 .collect()
         };
-        let holding_stance = holding.map(|c| c.stance.as_str());
+        let holding_stance = holding.map(|c| c.stance);
         let holding_fresh = holding_stance.map(|s| outlets_for(s).len()).unwrap_or(0);
-        let mut candidates: Vec<(&str, Vec<&Vote<'_>>)> = ["support", "oppose", "neutral"]
-            .into_iter()
-            .filter(|s| Some(*s) != holding_stance)
-            .map(|s| (s, outlets_for(s)))
-            .filter(|(_, v)| v.len() >= tracking.min_sources as usize && v.len() > holding_fresh)
-            .collect();
+        let mut candidates: Vec<(Stance, Vec<&Vote<'_>>)> =
+            [Stance::Support, Stance::Oppose, Stance::Neutral]
+                .into_iter()
+                .filter(|s| Some(*s) != holding_stance)
+                .map(|s| (s, outlets_for(s)))
+                .filter(|(_, v)| {
+                    v.len() >= tracking.min_sources as usize && v.len() > holding_fresh
+                })
+                .collect();
         candidates.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         let winner = match candidates.as_slice() {
             [] => continue,
@@ -199,7 +203,7 @@ pub fn decide(
                 url: v.best.url.clone(),
                 published: v.best.published.clone(),
                 sentence: v.best.sentence.clone(),
-                stance: v.best.stance.clone(),
+                stance: v.best.stance,
                 confidence: v.best.confidence,
             })
             .collect();
@@ -212,8 +216,8 @@ pub fn decide(
             topic: pair.0,
             issue: pair.1,
             actor: pair.2,
-            from: holding.map(|c| c.stance.clone()),
-            to: to.to_string(),
+            from: holding.map(|c| c.stance),
+            to: *to,
             from_since: holding.map(|c| c.since.clone()),
             evidence,
         });

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Barrier};
 
 use rusqlite::Connection;
+use vigia::detect::Stance;
 use vigia::events::{
     ArticleBody, ArticleDiscovered, ArticleRevised, Event, FeedPollFailed, FeedPolled,
     PollFailureKind,
@@ -101,7 +102,11 @@ fn observed(feed: &str, id: &str, oppose: bool) -> Event {
         topic: "us-mx-security".into(),
         issue: "us_military_action".into(),
         actor: "mx_gov".into(),
-        stance: if oppose { "oppose" } else { "support" }.into(),
+        stance: if oppose {
+            Stance::Oppose
+        } else {
+            Stance::Support
+        },
         confidence: 0.8,
         evidence: format!("{id} says so."),
         cues: vec!["rejects".into()],
@@ -117,8 +122,16 @@ fn changed(oppose: bool) -> Event {
         topic: "us-mx-security".into(),
         issue: "us_military_action".into(),
         actor: "mx_gov".into(),
-        from: Some(if oppose { "support" } else { "oppose" }.into()),
-        to: if oppose { "oppose" } else { "support" }.into(),
+        from: Some(if oppose {
+            Stance::Support
+        } else {
+            Stance::Oppose
+        }),
+        to: if oppose {
+            Stance::Oppose
+        } else {
+            Stance::Support
+        },
         from_since: None,
         evidence: vec![],
     })
@@ -163,7 +176,7 @@ fn digest(id: &str, what: u8, attempt: u32) -> Event {
             html: "h".into(),
             headers: vec![],
             changes: vec![1, 2],
-            reason: "on-change".into(),
+            reason: DigestReason::OnChange,
             links: vec![],
         }),
         1 => Event::DigestSent(DigestSent {

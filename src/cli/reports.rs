@@ -250,8 +250,8 @@ pub(super) fn print_stances(config: &Config, store: &SqliteStore, history: bool)
                 c.topic,
                 c.issue,
                 c.actor,
-                c.from.as_deref().unwrap_or("none"),
-                c.to,
+                c.from.map_or("none", |s| s.as_str()),
+                c.to.as_str(),
                 stories(c.evidence.len())
             )?;
             for e in &c.evidence {
@@ -286,7 +286,7 @@ pub(super) fn print_stances(config: &Config, store: &SqliteStore, history: bool)
                             topic.id,
                             issue.id,
                             actor.id,
-                            c.stance,
+                            c.stance.as_str(),
                             short_time(&c.since),
                             stories(c.evidence.len())
                         )?;
@@ -377,10 +377,10 @@ pub(super) fn subscribers(
                     out,
                     "{:<36} {:<12} {:<24} {:<14} {}",
                     s.address,
-                    s.status,
+                    s.status.as_str(),
                     s.topics.join(","),
                     s.digest,
-                    s.via
+                    s.via.as_str()
                 )?;
             }
         }

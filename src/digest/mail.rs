@@ -21,9 +21,9 @@ use lettre::{Message, SendmailTransport, SmtpTransport, Transport};
 use super::header_safe;
 use crate::config::{Config, MailTransport, TlsMode};
 use crate::events::stream;
-use crate::events::{DigestFailed, DigestQueued, DigestSent, Event};
+use crate::events::{DigestFailed, DigestQueued, DigestReason, DigestSent, Event};
 use crate::links::LinkSigner;
-use crate::projections::{Outbox, OutboxRow};
+use crate::projections::{Outbox, OutboxRow, SubscriberStatus};
 use crate::store::{NewEvent, SqliteStore, StoreError};
 
 /// The longest wait between attempts.
@@ -237,10 +237,10 @@ pub fn deliver_due(
         let stream = stream::digest(&row.digest_id);
         // Someone who left while their digest waited (an SMTP outage, say) is not sent
         // it: it is given up, and the log says why.
-        let left = row.reason != "confirmation"
+        let left = row.reason != DigestReason::Confirmation
             && store
                 .read(|c| crate::projections::Subscribers::get(c, &row.recipient))?
-                .is_some_and(|s| s.status == "unsubscribed");
+                .is_some_and(|s| s.status == SubscriberStatus::Unsubscribed);
         let outcome = if left {
             Err(SendError::Permanent(
                 "not sent: the recipient unsubscribed after it was queued".into(),

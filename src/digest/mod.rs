@@ -20,8 +20,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
 use crate::config::CronSchedule;
+use crate::detect::Stance;
 use crate::events::stream;
-use crate::events::{DigestQueued, Event, LinkSlot};
+use crate::events::{DigestQueued, DigestReason, Event, LinkSlot};
 use crate::links::LinkSigner;
 use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribers};
 use crate::store::{NewEvent, SqliteStore, StoreError};
@@ -80,7 +81,7 @@ pub struct Draft {
     /// The signed one-click link (RFC 8058), where the config has `[web]`.
     pub unsubscribe_link: Option<String>,
     pub unsubscribe_mailto: String,
-    pub reason: String,
+    pub reason: DigestReason,
     /// The signed links in `unsubscribe` and `unsubscribe_link`, still unsigned.
     #[serde(skip)]
     pub links: Vec<LinkSlot>,
@@ -134,11 +135,11 @@ pub fn header_safe(s: &str) -> String {
         .to_string()
 }
 
-fn phrase(stance: &str) -> &'static str {
+fn phrase(stance: Stance) -> &'static str {
     match stance {
-        "support" => "supports",
-        "oppose" => "opposes",
-        _ => "neutral on",
+        Stance::Support => "supports",
+        Stance::Oppose => "opposes",
+        Stance::Neutral => "neutral on",
     }
 }
 
@@ -161,17 +162,17 @@ fn change_view(config: &Config, c: &StanceChange) -> ChangeView {
     );
     let (subject, summary) = match &c.from {
         Some(from) => (
-            format!("{actor}: now {} {issue}", phrase(&c.to)),
+            format!("{actor}: now {} {issue}", phrase(c.to)),
             format!(
                 "{actor}: {} {issue} since {}, no longer {} it. Evidence: {stories} from distinct outlets.",
-                phrase(&c.to),
+                phrase(c.to),
                 c.at,
-                phrase(from).trim_end_matches(" on")
+                phrase(*from).trim_end_matches(" on")
             ),
         ),
         None => (
-            format!("{actor}: {} {issue}", phrase(&c.to)),
-            format!("{actor}: {} {issue}, first established {}. Evidence: {stories} from distinct outlets.", phrase(&c.to), c.at),
+            format!("{actor}: {} {issue}", phrase(c.to)),
+            format!("{actor}: {} {issue}, first established {}. Evidence: {stories} from distinct outlets.", phrase(c.to), c.at),
         ),
     };
     let page = config.web.as_ref().map(|w| {
@@ -370,9 +371,9 @@ pub fn draft_for(
         unsubscribe_link,
         unsubscribe_mailto: mailto,
         reason: if periodic {
-            "periodic".into()
+            DigestReason::Periodic
         } else {
-            "on-change".into()
+            DigestReason::OnChange
         },
         links,
     }))
@@ -506,7 +507,7 @@ pub fn confirmation(
             html,
             headers: vec![("Auto-Submitted".into(), "auto-generated".into())],
             changes: vec![],
-            reason: "confirmation".into(),
+            reason: DigestReason::Confirmation,
             links: vec![draft.slot.clone()],
         }),
     )
@@ -527,15 +528,17 @@ pub fn queue(
         // The key names the recipient and what is reported: the same digest is never
         // queued twice, whatever crashes in between. A periodic digest is keyed by its
         // due date instead.
-        let trigger = match d.reason.as_str() {
-            "periodic" => now.format("%Y-%m-%dT%H:%M").to_string(),
-            _ => changes.iter().max().copied().unwrap_or(0).to_string(),
+        let trigger = match d.reason {
+            DigestReason::Periodic => now.format("%Y-%m-%dT%H:%M").to_string(),
+            DigestReason::OnChange | DigestReason::Confirmation => {
+                changes.iter().max().copied().unwrap_or(0).to_string()
+            }
         };
         let digest_id = hex::encode(
             &Sha256::digest(format!(
                 "{}\0{}\0{}",
                 d.recipient.to_lowercase(),
-                d.reason,
+                d.reason.as_str(),
                 trigger
             ))[..10],
         );
@@ -553,7 +556,7 @@ pub fn queue(
                     html,
                     headers: list_headers(&d),
                     changes,
-                    reason: d.reason.clone(),
+                    reason: d.reason,
                     links: d.links.clone(),
                 }),
             )

@@ -7,8 +7,19 @@
 
 pub mod stream;
 
+use serde::de::value::{Error as NameError, StrDeserializer};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::detect::Stance;
+
+/// One of the log's enums from its name, spelt as its JSON spells it (`"on-change"` is
+/// `DigestReason::OnChange`): how text from outside serde_json (a column, a label file)
+/// becomes one. An unknown name is an error that lists the known ones.
+pub fn from_name<T: DeserializeOwned>(name: &str) -> Result<T, NameError> {
+    T::deserialize(StrDeserializer::<NameError>::new(name))
+}
 
 /// Why a poll failed, as a stable machine-readable kind (also a metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +191,7 @@ pub struct StanceObserved {
     pub topic: String,
     pub issue: String,
     pub actor: String,
-    pub stance: String,
+    pub stance: Stance,
     pub confidence: f64,
     pub evidence: String,
     #[serde(default)]
@@ -235,7 +246,7 @@ pub struct Evidence {
     #[serde(default)]
     pub published: Option<String>,
     pub sentence: String,
-    pub stance: String,
+    pub stance: Stance,
     pub confidence: f64,
 }
 
@@ -246,8 +257,8 @@ pub struct StanceChanged {
     pub issue: String,
     pub actor: String,
     #[serde(default)]
-    pub from: Option<String>,
-    pub to: String,
+    pub from: Option<Stance>,
+    pub to: Stance,
     /// When the stance held before this change began (RFC 3339), if there was one.
     #[serde(default)]
     pub from_since: Option<String>,
@@ -264,6 +275,19 @@ pub enum SubscriptionChannel {
     Web,
     Link,
     OneClick,
+}
+
+impl SubscriptionChannel {
+    /// Its name in the log and in the `subscribers.via` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Command => "command",
+            Self::Web => "web",
+            Self::Link => "link",
+            Self::OneClick => "one-click",
+        }
+    }
 }
 
 /// A subscription: the payload of SubscriberRequested (pending until confirmed) and of
@@ -307,13 +331,35 @@ pub struct DigestQueued {
     /// The StanceChanged events (by seq) it reports.
     #[serde(default)]
     pub changes: Vec<u64>,
-    /// Why it was sent: "on-change", "periodic", "confirmation".
-    pub reason: String,
+    pub reason: DigestReason,
     /// The signed links the message carries, as placeholders in `text`, `html` and
     /// `headers`: signed when the message is sent, so the log holds no usable token.
     /// Schema 1 messages have none (their links were rendered in; see `upcast_step`).
     #[serde(default)]
     pub links: Vec<LinkSlot>,
+}
+
+/// Why a message was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DigestReason {
+    /// Stance changes since the subscriber's last digest.
+    OnChange,
+    /// The subscriber's schedule fell due.
+    Periodic,
+    /// A double opt-in mail with a confirmation link.
+    Confirmation,
+}
+
+impl DigestReason {
+    /// Its name in the log, in the `outbox.reason` column and in digest ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnChange => "on-change",
+            Self::Periodic => "periodic",
+            Self::Confirmation => "confirmation",
+        }
+    }
 }
 
 /// What a signed link in a queued message allows.
@@ -527,6 +573,36 @@ mod tests {
         };
         assert!(q.links.is_empty());
         assert_eq!(q.text, "t");
+    }
+
+    #[test]
+    fn enum_names_are_their_json() {
+        fn json<T: Serialize>(v: T) -> String {
+            serde_json::to_value(v)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+        use SubscriptionChannel as C;
+        for c in [C::Config, C::Command, C::Web, C::Link, C::OneClick] {
+            assert_eq!(json(c), c.as_str());
+            assert_eq!(from_name::<C>(c.as_str()).unwrap(), c);
+        }
+        use DigestReason as R;
+        for r in [R::OnChange, R::Periodic, R::Confirmation] {
+            assert_eq!(json(r), r.as_str());
+            assert_eq!(from_name::<R>(r.as_str()).unwrap(), r);
+        }
+        for s in [Stance::Support, Stance::Oppose, Stance::Neutral] {
+            assert_eq!(json(s), s.as_str());
+            assert_eq!(from_name::<Stance>(s.as_str()).unwrap(), s);
+        }
+        let unknown = from_name::<Stance>("supports").unwrap_err().to_string();
+        assert!(
+            unknown.contains("supports") && unknown.contains("`oppose`"),
+            "{unknown}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! incremental processing give the same rows.
 
 mod articles;
+mod columns;
 mod detections;
 mod feeds;
 mod outbox;
@@ -21,9 +22,9 @@ use crate::store::{SqliteStore, StoreError, StoredEvent};
 pub use articles::{ArticleRow, Articles};
 pub use detections::{Detections, RelevantArticle};
 pub use feeds::{FeedHealth, FeedHealthRow};
-pub use outbox::{Outbox, OutboxRow};
+pub use outbox::{Outbox, OutboxRow, OutboxStatus};
 pub use stances::{CurrentStance, StanceChange, Stances, TimelinePoint};
-pub use subscribers::{SubscriberRow, Subscribers};
+pub use subscribers::{SubscriberRow, SubscriberStatus, Subscribers};
 
 /// Events applied per transaction: bounds memory and the length of the writer's lock.
 const CHUNK: usize = 20_000;

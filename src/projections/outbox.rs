@@ -5,10 +5,32 @@
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use super::Projection;
-use crate::events::Event;
+use crate::events::{DigestReason, Event};
 use crate::store::StoredEvent;
 
 pub struct Outbox;
+
+/// Where a queued message stands (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxStatus {
+    /// Still to send (perhaps after a failed attempt).
+    Queued,
+    Sent,
+    /// Refused for good: not tried again.
+    Failed,
+}
+
+impl OutboxStatus {
+    /// Its name in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+        }
+    }
+}
 
 impl Projection for Outbox {
     fn name(&self) -> &'static str {
@@ -69,10 +91,10 @@ impl Projection for Outbox {
 pub struct OutboxRow {
     pub digest_id: String,
     pub recipient: String,
-    pub reason: String,
+    pub reason: DigestReason,
     pub message_id: String,
     pub queued_seq: u64,
-    pub status: String,
+    pub status: OutboxStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub retry_not_before: Option<String>,

@@ -5,6 +5,7 @@
 use rusqlite::{Connection, Transaction};
 
 use super::Projection;
+use crate::detect::Stance;
 use crate::events::{Event, Evidence};
 use crate::store::StoredEvent;
 
@@ -54,7 +55,7 @@ pub struct CurrentStance {
     pub topic: String,
     pub issue: String,
     pub actor: String,
-    pub stance: String,
+    pub stance: Stance,
     pub since: String,
     pub since_seq: u64,
     pub evidence: Vec<Evidence>,
@@ -67,8 +68,8 @@ pub struct StanceChange {
     pub topic: String,
     pub issue: String,
     pub actor: String,
-    pub from: Option<String>,
-    pub to: String,
+    pub from: Option<Stance>,
+    pub to: Stance,
     pub at: String,
     pub evidence: Vec<Evidence>,
 }
@@ -160,6 +161,6 @@ pub struct TimelinePoint {
     pub topic: String,
     pub issue: String,
     pub actor: String,
-    pub to: String,
+    pub to: Stance,
     pub at: String,
 }

@@ -4,10 +4,32 @@
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use super::Projection;
-use crate::events::{Event, Subscription};
+use crate::events::{Event, Subscription, SubscriptionChannel};
 use crate::store::StoredEvent;
 
 pub struct Subscribers;
+
+/// Where a subscriber stands (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriberStatus {
+    /// Asked on the web; waits for the confirmation link.
+    Pending,
+    /// Receives digests.
+    Confirmed,
+    Unsubscribed,
+}
+
+impl SubscriberStatus {
+    /// Its name in the `status` column and in `vigia subscribers list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Unsubscribed => "unsubscribed",
+        }
+    }
+}
 
 impl Projection for Subscribers {
     fn name(&self) -> &'static str {
@@ -31,12 +53,6 @@ impl Projection for Subscribers {
         stored: &StoredEvent,
         event: &Event,
     ) -> rusqlite::Result<()> {
-        let via = |v| {
-            serde_json::to_value(v)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        };
         let use_token = |token: &Option<String>, purpose: &str, email: &str| {
             match token {
                 Some(id) => tx
@@ -73,7 +89,7 @@ impl Projection for Subscribers {
                     r.name,
                     serde_json::to_string(&r.topics).unwrap_or_default(),
                     r.digest,
-                    via(r.via),
+                    r.via,
                     stored.recorded_at,
                     serde_json::to_string(r).unwrap_or_default(),
                 ])?;
@@ -94,7 +110,7 @@ impl Projection for Subscribers {
                     c.name,
                     serde_json::to_string(&c.topics).unwrap_or_default(),
                     c.digest,
-                    via(c.via),
+                    c.via,
                     stored.recorded_at
                 ])?;
                 use_token(&c.token, "confirm", &c.email)?;
@@ -104,7 +120,7 @@ impl Projection for Subscribers {
                     "UPDATE subscribers SET status = 'unsubscribed', via = ?2, changed_at = ?3, pending = NULL
                      WHERE email = ?1",
                 )?
-                .execute(rusqlite::params![u.email.to_lowercase(), via(u.via), stored.recorded_at])?;
+                .execute(rusqlite::params![u.email.to_lowercase(), u.via, stored.recorded_at])?;
                 use_token(&u.token, "unsubscribe", &u.email)?;
             }
             _ => {}
@@ -120,8 +136,8 @@ pub struct SubscriberRow {
     pub name: Option<String>,
     pub topics: Vec<String>,
     pub digest: String,
-    pub status: String,
-    pub via: String,
+    pub status: SubscriberStatus,
+    pub via: SubscriptionChannel,
     pub changed_at: String,
     /// A request awaiting confirmation that would change a confirmed subscription.
     pub pending: Option<Subscription>,
@@ -183,7 +199,7 @@ impl Subscribers {
     pub fn confirmed(conn: &Connection) -> rusqlite::Result<Vec<SubscriberRow>> {
         Ok(Subscribers::all(conn)?
             .into_iter()
-            .filter(|s| s.status == "confirmed")
+            .filter(|s| s.status == SubscriberStatus::Confirmed)
             .collect())
     }
 }

@@ -8,8 +8,8 @@ mod error;
 mod postgres;
 mod sqlite;
 
-pub use error::StoreError;
 pub use self::postgres::PgStore;
+pub use error::StoreError;
 pub use sqlite::{append_in, stream_events, OpenOptions, SqliteStore};
 
 use serde::Serialize;

@@ -31,7 +31,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_events.sql")];
 
 /// The advisory lock key that serialises appends (and migrations): "vigia" in ASCII.
-const LOG_LOCK: i64 = 0x7669_6769_61;
+const LOG_LOCK: i64 = 0x0076_6967_6961;
 
 const SELECT_EVENT: &str = "SELECT seq, stream, version, kind, schema_version, payload::text, \
      recorded_at, idempotency_key FROM events";
@@ -176,7 +176,10 @@ fn append_all(client: &mut Client, events: Vec<NewEvent>) -> Result<Vec<Appended
     for (payload, new) in encoded {
         if let Some(key) = &new.idempotency_key {
             let existing = tx
-                .query_opt(&format!("{SELECT_EVENT} WHERE idempotency_key = $1"), &[key])
+                .query_opt(
+                    &format!("{SELECT_EVENT} WHERE idempotency_key = $1"),
+                    &[key],
+                )
                 .map_err(pg)?;
             if let Some(row) = existing {
                 out.push(Appended::Duplicate(stored(&row)?));
@@ -248,7 +251,12 @@ impl EventStore for PgStore {
             return Ok(Vec::new());
         }
         let appended = self.run(move |client| append_all(client, events))?;
-        if let Some(last) = appended.iter().filter(|a| a.is_new()).map(|a| a.event().seq).max() {
+        if let Some(last) = appended
+            .iter()
+            .filter(|a| a.is_new())
+            .map(|a| a.event().seq)
+            .max()
+        {
             self.inner.head.send_if_modified(|head| {
                 let moved = last > *head;
                 *head = (*head).max(last);

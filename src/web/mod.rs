@@ -244,15 +244,15 @@ pub fn routes(web: Arc<Web>) -> Router {
         .route("/style.css", get(stylesheet))
         .route(
             "/subscribe",
-            get(forms::subscribe_form).post(forms::subscribe),
+            get(forms::subscribe::page).post(forms::subscribe::post),
         )
         .route(
             "/subscribe/confirm",
-            get(forms::confirm_page).post(forms::confirm),
+            get(forms::links::confirm_page).post(forms::links::confirm),
         )
         .route(
             "/unsubscribe",
-            get(forms::unsubscribe_page).post(forms::unsubscribe),
+            get(forms::links::unsubscribe_page).post(forms::links::unsubscribe),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
