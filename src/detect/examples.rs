@@ -117,89 +117,9 @@ pub fn parse(text: &str, rules: &TopicRules) -> Result<Vec<Example>, Vec<Example
                 message,
             })
         };
-        let value: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                problem(e.column().max(1), format!("not JSON: {e}"));
-                continue;
-            }
-        };
-        // Labels are checked against the topic before typing, so that an unknown
-        // stance is named as such rather than as a serde variant error.
-        if let Some(issues) = value.get("issues").and_then(|v| v.as_object()) {
-            let mut bad = false;
-            for (issue, actors) in issues {
-                if !rules.issues.iter().any(|i| &i.id == issue) {
-                    problem(
-                        1,
-                        format!("unknown issue `{issue}` for topic `{}`", rules.id),
-                    );
-                    bad = true;
-                    continue;
-                }
-                let Some(actors) = actors.as_object() else {
-                    problem(1, format!("issue `{issue}` must map actors to stances"));
-                    bad = true;
-                    continue;
-                };
-                for (actor, stance) in actors {
-                    if !rules.actors.iter().any(|a| &a.id == actor) {
-                        problem(
-                            1,
-                            format!("unknown actor `{actor}` for topic `{}`", rules.id),
-                        );
-                        bad = true;
-                    }
-                    match stance {
-                        serde_json::Value::Null => {}
-                        serde_json::Value::String(s)
-                            if matches!(s.as_str(), "support" | "oppose" | "neutral") => {}
-                        other => {
-                            problem(
-                                1,
-                                format!(
-                                    "{issue}.{actor}: {other} is not a stance (support, oppose, neutral or null)"
-                                ),
-                            );
-                            bad = true;
-                        }
-                    }
-                }
-            }
-            if bad {
-                continue;
-            }
-        }
-        let example: Example = match serde_json::from_value(value) {
-            Ok(e) => e,
-            Err(e) => {
-                problem(1, format!("not a labelled example: {e}"));
-                continue;
-            }
-        };
-        if example.title.trim().is_empty() && example.summary.trim().is_empty() {
-            problem(
-                1,
-                format!("example `{}` has no title or summary", example.id),
-            );
+        let Some(example) = parse_line(line, rules, &mut problem) else {
             continue;
-        }
-        if !example.relevant
-            && example
-                .issues
-                .values()
-                .flat_map(|a| a.values())
-                .any(Option::is_some)
-        {
-            problem(
-                1,
-                format!(
-                    "example `{}` is not relevant but carries a stance",
-                    example.id
-                ),
-            );
-            continue;
-        }
+        };
         if !ids.insert(example.id.clone()) {
             problem(1, format!("duplicate example id `{}`", example.id));
             continue;
@@ -211,6 +131,108 @@ pub fn parse(text: &str, rules: &TopicRules) -> Result<Vec<Example>, Vec<Example
     } else {
         Err(problems)
     }
+}
+
+/// One line's example, or None with its problems told to `problem` (column, message).
+fn parse_line(
+    line: &str,
+    rules: &TopicRules,
+    problem: &mut impl FnMut(usize, String),
+) -> Option<Example> {
+    let value: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => {
+            problem(e.column().max(1), format!("not JSON: {e}"));
+            return None;
+        }
+    };
+    // Labels are checked against the topic before typing, so that an unknown
+    // stance is named as such rather than as a serde variant error.
+    if let Some(issues) = value.get("issues").and_then(|v| v.as_object()) {
+        if !labels_known(issues, rules, problem) {
+            return None;
+        }
+    }
+    let example: Example = match serde_json::from_value(value) {
+        Ok(e) => e,
+        Err(e) => {
+            problem(1, format!("not a labelled example: {e}"));
+            return None;
+        }
+    };
+    if example.title.trim().is_empty() && example.summary.trim().is_empty() {
+        problem(
+            1,
+            format!("example `{}` has no title or summary", example.id),
+        );
+        return None;
+    }
+    if !example.relevant
+        && example
+            .issues
+            .values()
+            .flat_map(|a| a.values())
+            .any(Option::is_some)
+    {
+        problem(
+            1,
+            format!(
+                "example `{}` is not relevant but carries a stance",
+                example.id
+            ),
+        );
+        return None;
+    }
+    Some(example)
+}
+
+/// Whether every label names an issue and actor of the topic and a stance; each one
+/// that does not is told to `problem`.
+fn labels_known(
+    issues: &serde_json::Map<String, serde_json::Value>,
+    rules: &TopicRules,
+    problem: &mut impl FnMut(usize, String),
+) -> bool {
+    let mut known = true;
+    for (issue, actors) in issues {
+        if !rules.issues.iter().any(|i| &i.id == issue) {
+            problem(
+                1,
+                format!("unknown issue `{issue}` for topic `{}`", rules.id),
+            );
+            known = false;
+            continue;
+        }
+        let Some(actors) = actors.as_object() else {
+            problem(1, format!("issue `{issue}` must map actors to stances"));
+            known = false;
+            continue;
+        };
+        for (actor, stance) in actors {
+            if !rules.actors.iter().any(|a| &a.id == actor) {
+                problem(
+                    1,
+                    format!("unknown actor `{actor}` for topic `{}`", rules.id),
+                );
+                known = false;
+            }
+            match stance {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(s)
+                    if matches!(s.as_str(), "support" | "oppose" | "neutral") => {}
+                other => {
+                    problem(
+                        1,
+                        format!(
+                            "{issue}.{actor}: {other} is not a stance (support, oppose, neutral or null)"
+                        ),
+                    );
+                    known = false;
+                }
+            }
+        }
+    }
+    known
 }
 
 #[cfg(test)]
