@@ -200,6 +200,57 @@ fn a_follower_misses_nothing(store: Arc<dyn EventStore>) {
     assert_eq!(seen, (0..50).map(applied).collect::<Vec<_>>());
 }
 
+/// Several handles on one log (several daemons, each with its own connection) append
+/// at once while a reader follows by position, moving past the highest it has seen:
+/// it must see every event. A backend whose positions can commit out of order
+/// (PostgreSQL without its append lock) makes the reader skip some for ever.
+fn a_reader_by_position_never_skips(handles: Vec<Arc<dyn EventStore>>) {
+    const BATCHES: usize = 60;
+    const BATCH: usize = 10;
+    let reader = handles[0].clone();
+    let start = reader.head().unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = handles
+        .iter()
+        .enumerate()
+        .map(|(w, store)| {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                for b in 0..BATCHES {
+                    let batch = (0..BATCH)
+                        .map(|i| {
+                            let n = (w * BATCHES + b) * BATCH + i;
+                            NewEvent::new(format!("r:{w}:{}", n % 7), applied(n as u32))
+                        })
+                        .collect();
+                    store.append(batch).unwrap();
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    let total = handles.len() * BATCHES * BATCH;
+    let (mut position, mut seen) = (start, 0usize);
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == handles.len();
+        let page = reader.read_from(position, 1000, None).unwrap();
+        for e in &page {
+            assert!(e.seq > position);
+            position = e.seq;
+            seen += 1;
+        }
+        if finished && page.is_empty() {
+            break;
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let all = reader.read_from(start, usize::MAX, None).unwrap().len();
+    assert_eq!(all, total);
+    assert_eq!(seen, total, "the reader skipped {} events", total - seen);
+}
+
 /// The whole suite, on one backend. `open` gives a fresh, empty store.
 fn conformance(open: impl Fn() -> Arc<dyn EventStore>) {
     expected_versions_are_enforced(open().as_ref());
@@ -219,4 +270,79 @@ fn sqlite_keeps_the_event_store_contract() {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Arc::new(SqliteStore::open(&dir.path().join(format!("log-{i}.db"))).unwrap())
     });
+    // Four handles on one file, as four processes would have.
+    let shared = dir.path().join("shared.db");
+    a_reader_by_position_never_skips(
+        (0..4)
+            .map(|_| Arc::new(SqliteStore::open(&shared).unwrap()) as Arc<dyn EventStore>)
+            .collect(),
+    );
+}
+
+/// The same suite on PostgreSQL (the `postgres` feature; `.ci/run` starts Debian's
+/// PostgreSQL 15 and names it in `VIGIA_TEST_POSTGRES`, a URL for a role that may
+/// create databases). Each fresh store is a database of its own, dropped afterwards.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_keeps_the_event_store_contract() {
+    let admin_url = std::env::var("VIGIA_TEST_POSTGRES")
+        .expect("VIGIA_TEST_POSTGRES names the PostgreSQL server to test on");
+    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+    let prefix = format!("vigia_conformance_{}", std::process::id());
+    let created = std::sync::Mutex::new(Vec::new());
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    // Databases are made up front: the admin connection is not Sync.
+    let names: Vec<String> = (0..7).map(|i| format!("{prefix}_{i}")).collect();
+    for name in &names {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+    }
+    conformance(|| {
+        let name = &names[n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)];
+        created.lock().unwrap().push(name.clone());
+        let url = database_url(&admin_url, name);
+        Arc::new(vigia::store::PgStore::connect(&url).unwrap())
+    });
+    // Four connections on one database, as four daemons would have.
+    let shared = database_url(&admin_url, &names[6]);
+    created.lock().unwrap().push(names[6].clone());
+    a_reader_by_position_never_skips(
+        (0..4)
+            .map(|_| {
+                Arc::new(vigia::store::PgStore::connect(&shared).unwrap()) as Arc<dyn EventStore>
+            })
+            .collect(),
+    );
+    // The append-only rule is the database's own, as in SQLite.
+    let url = database_url(&admin_url, &names[0]);
+    let mut direct = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for sql in [
+        "UPDATE events SET kind = 'X'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
+        let refused = direct.batch_execute(sql).unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("append-only"),
+            "{sql}: {refused:?}"
+        );
+    }
+    drop(direct);
+    // The stores' connections close with their threads when the suite's handles drop;
+    // FORCE ends any that linger.
+    for name in created.into_inner().unwrap() {
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+/// The admin URL with its database replaced.
+#[cfg(feature = "postgres")]
+fn database_url(admin_url: &str, database: &str) -> String {
+    let mut url = url::Url::parse(admin_url).expect("VIGIA_TEST_POSTGRES is a postgres:// URL");
+    url.set_path(database);
+    url.to_string()
 }
