@@ -115,21 +115,7 @@ pub fn decide(
         .into_iter()
         .map(|c| ((c.topic.clone(), c.issue.clone(), c.actor.clone()), c))
         .collect();
-
-    // Stories over every article involved, oldest first.
-    let mut seen = HashSet::new();
-    let inputs: Vec<StoryInput<'_>> = observed
-        .iter()
-        .filter(|o| seen.insert(o.article_id.as_str()))
-        .map(|o| StoryInput {
-            id: &o.article_id,
-            url: o.url.as_deref(),
-            title: &o.title,
-            summary: &o.summary,
-        })
-        .collect();
-    let stories = story::cluster(&inputs);
-
+    let stories = stories_of(&observed);
     let mut by_pair: BTreeMap<(String, String, String), Vec<&Observed>> = BTreeMap::new();
     for o in &observed {
         by_pair
@@ -141,88 +127,129 @@ pub fn decide(
     for (pair, obs) in by_pair {
         let holding = current.get(&pair);
         let since = holding.and_then(|c| time(&c.since));
-        // One vote per story: its most confident reading of this pair.
-        let mut votes: BTreeMap<String, Vote<'_>> = BTreeMap::new();
-        for o in obs {
-            let story = stories
-                .get(&o.article_id)
-                .cloned()
-                .unwrap_or_else(|| o.article_id.clone());
-            let vote = votes.entry(story.clone()).or_insert(Vote {
-                story,
-                first_seen: o.observed_at,
-                best: o,
-            });
-            vote.first_seen = vote.first_seen.min(o.observed_at);
-            if o.confidence > vote.best.confidence {
-                vote.best = o;
-            }
-        }
+        let votes = votes(&obs, &stories);
         // Fresh evidence: stories first seen after the current stance was established.
         let fresh: Vec<&Vote<'_>> = votes
             .values()
             .filter(|v| since.is_none_or(|s| v.first_seen > s))
             .collect();
-        let outlets_for = |stance: Stance| -> Vec<&Vote<'_>> {
-            let mut outlets = HashSet::new();
-            fresh
-                .iter()
-                .copied()
-                .filter(|v| v.best.stance == stance)
-                .filter(|v| {
-                    outlets.insert(v.best.outlet.clone().unwrap_or_else(|| v.best.feed.clone()))
-                })
-                .collect()
+        let Some((to, votes_for)) = winner(&fresh, holding.map(|c| c.stance), tracking) else {
+            continue;
         };
-        let holding_stance = holding.map(|c| c.stance);
-        let holding_fresh = holding_stance.map(|s| outlets_for(s).len()).unwrap_or(0);
-        let mut candidates: Vec<(Stance, Vec<&Vote<'_>>)> =
-            [Stance::Support, Stance::Oppose, Stance::Neutral]
-                .into_iter()
-                .filter(|s| Some(*s) != holding_stance)
-                .map(|s| (s, outlets_for(s)))
-                .filter(|(_, v)| {
-                    v.len() >= tracking.min_sources as usize && v.len() > holding_fresh
-                })
-                .collect();
-        candidates.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-        let winner = match candidates.as_slice() {
-            [] => continue,
-            [only] => only,
-            [first, second, ..] if first.1.len() > second.1.len() => first,
-            _ => continue, // evidence split between two new stances: wait
-        };
-        let (to, votes_for) = winner;
-        let mut evidence: Vec<Evidence> = votes_for
-            .iter()
-            .map(|v| Evidence {
-                article_id: v.best.article_id.clone(),
-                story: v.story.clone(),
-                title: v.best.title.clone(),
-                outlet: v.best.outlet.clone(),
-                url: v.best.url.clone(),
-                published: v.best.published.clone(),
-                sentence: v.best.sentence.clone(),
-                stance: v.best.stance,
-                confidence: v.best.confidence,
-            })
-            .collect();
-        evidence.sort_by(|a, b| {
-            a.published
-                .cmp(&b.published)
-                .then(a.article_id.cmp(&b.article_id))
-        });
         changes.push(StanceChanged {
             topic: pair.0,
             issue: pair.1,
             actor: pair.2,
             from: holding.map(|c| c.stance),
-            to: *to,
+            to,
             from_since: holding.map(|c| c.since.clone()),
-            evidence,
+            evidence: evidence(&votes_for),
         });
     }
     Ok(changes)
+}
+
+/// Stories over every article involved (syndicated copies and near-duplicates are one
+/// story), oldest first: article id → story id.
+fn stories_of(observed: &[Observed]) -> HashMap<String, String> {
+    let mut seen = HashSet::new();
+    let inputs: Vec<StoryInput<'_>> = observed
+        .iter()
+        .filter(|o| seen.insert(o.article_id.as_str()))
+        .map(|o| StoryInput {
+            id: &o.article_id,
+            url: o.url.as_deref(),
+            title: &o.title,
+            summary: &o.summary,
+        })
+        .collect();
+    story::cluster(&inputs)
+}
+
+/// One vote per story: its most confident reading of the pair, first seen when the
+/// story's first article was.
+fn votes<'a>(
+    observed: &[&'a Observed],
+    stories: &HashMap<String, String>,
+) -> BTreeMap<String, Vote<'a>> {
+    let mut votes: BTreeMap<String, Vote<'a>> = BTreeMap::new();
+    for o in observed {
+        let story = stories
+            .get(&o.article_id)
+            .cloned()
+            .unwrap_or_else(|| o.article_id.clone());
+        let vote = votes.entry(story.clone()).or_insert(Vote {
+            story,
+            first_seen: o.observed_at,
+            best: o,
+        });
+        vote.first_seen = vote.first_seen.min(o.observed_at);
+        if o.confidence > vote.best.confidence {
+            vote.best = o;
+        }
+    }
+    votes
+}
+
+/// The stance the fresh evidence moves to, with its votes (one per outlet): another
+/// stance than the one held, backed by at least `min_sources` outlets and by more
+/// than fresh evidence for the held one, and clearly ahead of any other new stance
+/// (evidence split between two new stances waits).
+fn winner<'v, 'a>(
+    fresh: &[&'v Vote<'a>],
+    holding: Option<Stance>,
+    tracking: &TrackingConfig,
+) -> Option<(Stance, Vec<&'v Vote<'a>>)> {
+    let outlets_for = |stance: Stance| -> Vec<&'v Vote<'a>> {
+        let mut outlets = HashSet::new();
+        fresh
+            .iter()
+            .copied()
+            .filter(|v| v.best.stance == stance)
+            .filter(|v| {
+                outlets.insert(v.best.outlet.clone().unwrap_or_else(|| v.best.feed.clone()))
+            })
+            .collect()
+    };
+    let holding_fresh = holding.map(|s| outlets_for(s).len()).unwrap_or(0);
+    let mut candidates: Vec<(Stance, Vec<&'v Vote<'a>>)> =
+        [Stance::Support, Stance::Oppose, Stance::Neutral]
+            .into_iter()
+            .filter(|s| Some(*s) != holding)
+            .map(|s| (s, outlets_for(s)))
+            .filter(|(_, v)| v.len() >= tracking.min_sources as usize && v.len() > holding_fresh)
+            .collect();
+    candidates.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    match candidates.len() {
+        0 => None,
+        1 => candidates.pop(),
+        _ if candidates[0].1.len() > candidates[1].1.len() => Some(candidates.swap_remove(0)),
+        _ => None,
+    }
+}
+
+/// The change's evidence, one per story, in publication order.
+fn evidence(votes: &[&Vote<'_>]) -> Vec<Evidence> {
+    let mut evidence: Vec<Evidence> = votes
+        .iter()
+        .map(|v| Evidence {
+            article_id: v.best.article_id.clone(),
+            story: v.story.clone(),
+            title: v.best.title.clone(),
+            outlet: v.best.outlet.clone(),
+            url: v.best.url.clone(),
+            published: v.best.published.clone(),
+            sentence: v.best.sentence.clone(),
+            stance: v.best.stance,
+            confidence: v.best.confidence,
+        })
+        .collect();
+    evidence.sort_by(|a, b| {
+        a.published
+            .cmp(&b.published)
+            .then(a.article_id.cmp(&b.article_id))
+    });
+    evidence
 }
 
 /// Decides and records the changes due now. Each is appended at the stream version it
