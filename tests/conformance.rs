@@ -251,6 +251,64 @@ fn a_reader_by_position_never_skips(handles: Vec<Arc<dyn EventStore>>) {
     assert_eq!(seen, total, "the reader skipped {} events", total - seen);
 }
 
+/// An import copies a log exactly (positions, versions, times, keys, payloads as
+/// values) and appends go on after it; an import that would not extend the log in
+/// order is refused whole.
+fn an_import_copies_a_log_exactly(source: &dyn EventStore, target: &dyn EventStore) {
+    for i in 0..30 {
+        let mut e = NewEvent::new(format!("m:{}", i % 4), applied(i));
+        if i % 3 == 0 {
+            e = e.idempotent(format!("m-key-{i}"));
+        }
+        source.append(vec![e]).unwrap();
+    }
+    let events = source.read_from(0, usize::MAX, None).unwrap();
+    target.import(events[..10].to_vec()).unwrap();
+    target.import(events[10..].to_vec()).unwrap();
+    let copied = target.read_from(0, usize::MAX, None).unwrap();
+    assert_eq!(copied.len(), events.len());
+    for (a, b) in events.iter().zip(&copied) {
+        assert_eq!(
+            (
+                a.seq,
+                &a.stream,
+                a.version,
+                &a.kind,
+                a.schema_version,
+                &a.recorded_at,
+                &a.idempotency_key
+            ),
+            (
+                b.seq,
+                &b.stream,
+                b.version,
+                &b.kind,
+                b.schema_version,
+                &b.recorded_at,
+                &b.idempotency_key
+            )
+        );
+        assert_eq!(a.decode().unwrap(), b.decode().unwrap());
+    }
+    assert!(
+        target.import(events[..1].to_vec()).is_err(),
+        "an import behind the head"
+    );
+    assert_eq!(target.head().unwrap(), events.last().unwrap().seq);
+    let next = target
+        .append(vec![NewEvent::new("m:0", applied(99))])
+        .unwrap();
+    assert!(next[0].event().seq > events.last().unwrap().seq);
+    assert_eq!(next[0].event().version, 9);
+    // Keys came across: the original answers for them.
+    let again = target
+        .append(vec![
+            NewEvent::new("m:0", applied(100)).idempotent("m-key-0")
+        ])
+        .unwrap();
+    assert!(!again[0].is_new());
+}
+
 /// The whole suite, on one backend. `open` gives a fresh, empty store.
 fn conformance(open: impl Fn() -> Arc<dyn EventStore>) {
     expected_versions_are_enforced(open().as_ref());
@@ -258,6 +316,7 @@ fn conformance(open: impl Fn() -> Arc<dyn EventStore>) {
     a_failing_event_leaves_nothing_of_its_batch(open().as_ref());
     order_holds_under_concurrent_writers(open());
     a_follower_misses_nothing(open());
+    an_import_copies_a_log_exactly(open().as_ref(), open().as_ref());
     let store = open();
     assert_eq!(store.probe().unwrap(), store.head().unwrap());
 }
@@ -292,7 +351,7 @@ fn postgres_keeps_the_event_store_contract() {
     let created = std::sync::Mutex::new(Vec::new());
     let n = std::sync::atomic::AtomicUsize::new(0);
     // Databases are made up front: the admin connection is not Sync.
-    let names: Vec<String> = (0..7).map(|i| format!("{prefix}_{i}")).collect();
+    let names: Vec<String> = (0..9).map(|i| format!("{prefix}_{i}")).collect();
     for name in &names {
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -308,8 +367,9 @@ fn postgres_keeps_the_event_store_contract() {
         Arc::new(vigia::store::PgStore::connect(&url).unwrap())
     });
     // Four connections on one database, as four daemons would have.
-    let shared = database_url(&admin_url, &names[6]);
-    created.lock().unwrap().push(names[6].clone());
+    let shared_name = names.last().unwrap();
+    let shared = database_url(&admin_url, shared_name);
+    created.lock().unwrap().push(shared_name.clone());
     a_reader_by_position_never_skips(
         (0..4)
             .map(|_| {
@@ -345,4 +405,61 @@ fn database_url(admin_url: &str, database: &str) -> String {
     let mut url = url::Url::parse(admin_url).expect("VIGIA_TEST_POSTGRES is a postgres:// URL");
     url.set_path(database);
     url.to_string()
+}
+
+/// `vigia migrate --to postgres://…` copies a SQLite log into an empty PostgreSQL
+/// database exactly, and refuses one that holds events.
+#[cfg(feature = "postgres")]
+#[test]
+fn migrate_copies_a_sqlite_log_into_postgres() {
+    let admin_url = std::env::var("VIGIA_TEST_POSTGRES")
+        .expect("VIGIA_TEST_POSTGRES names the PostgreSQL server to test on");
+    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+    let name = format!("vigia_migrate_{}", std::process::id());
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let url = database_url(&admin_url, &name);
+
+    let dir = Dir::new();
+    let source = SqliteStore::open(&dir.db()).unwrap();
+    for i in 0..120 {
+        let e = NewEvent::new(format!("p:{}", i % 5), applied(i)).idempotent(format!("p-{i}"));
+        source.append(vec![e]).unwrap();
+    }
+    let config = dir.config(&[("a", "http://127.0.0.1:9/a.xml".to_string())], "");
+    let (config, db) = (config.to_str().unwrap(), dir.db());
+    let args = [
+        "--config",
+        config,
+        "--db",
+        db.to_str().unwrap(),
+        "migrate",
+        "--to",
+        &url,
+    ];
+    let out = crate::util::vigia_ok(&args, &dir);
+    assert!(out.contains("copied 120 events"), "{out}");
+
+    let copy = vigia::store::PgStore::connect(&url).unwrap();
+    let (a, b) = (
+        source.read_from(0, usize::MAX, None).unwrap(),
+        copy.read_from(0, usize::MAX, None).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (x.seq, &x.stream, x.version, &x.recorded_at),
+            (y.seq, &y.stream, y.version, &y.recorded_at)
+        );
+        assert_eq!(x.decode().unwrap(), y.decode().unwrap());
+    }
+    let again = crate::util::vigia(&args, &dir);
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(copy.head().unwrap(), source.head().unwrap());
+    drop(copy);
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }

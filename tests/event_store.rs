@@ -13,7 +13,7 @@ use vigia::events::{
 use vigia::projections;
 use vigia::store::{ExpectedVersion, NewEvent, OpenOptions, SqliteStore, StoreError};
 
-use crate::util::Dir;
+use crate::util::{explain, vigia, vigia_ok, Dir};
 
 fn polled(feed: &str, n: u32) -> Event {
     Event::FeedPolled(FeedPolled {
@@ -591,4 +591,65 @@ fn a_database_in_a_read_only_place_is_a_clear_error() {
         .err()
         .expect("sysfs is not writable");
     assert!(err.to_string().contains("/sys/vigia.db"), "{err}");
+}
+
+#[test]
+fn migrate_copies_the_log_exactly_and_rebuilds_the_same_projections() {
+    let dir = Dir::new();
+    let store = SqliteStore::open(&dir.db()).unwrap();
+    for i in 0..300u32 {
+        let feed = ["a", "b", "c"][(i % 3) as usize];
+        let id = format!("{feed}-{}", i % 40);
+        let event = match i % 6 {
+            0 => polled(feed, i),
+            1 => failed(feed, i % 4 + 1),
+            2 => discovered(feed, &id),
+            3 => observed(feed, &id, i % 4 == 3),
+            4 => subscriber(&format!("s{}@example.org", i % 7), (i % 3) as u8),
+            _ => digest(&format!("d{}", i % 9), (i % 3) as u8, i % 3 + 1),
+        };
+        let key = format!("migrate-{i}");
+        store
+            .append(vec![
+                NewEvent::new(format!("s-{feed}"), event).idempotent(key)
+            ])
+            .unwrap();
+    }
+    projections::catch_up(&store).unwrap();
+    let config = dir.config(&[("a", "http://127.0.0.1:9/a.xml".to_string())], "");
+    let config = config.to_str().unwrap();
+    let target = dir.path().join("copy").join("vigia.db");
+    let target_arg = target.to_str().unwrap();
+    let db = dir.db();
+    let db = db.to_str().unwrap();
+    let out = vigia_ok(
+        &[
+            "--config", config, "--db", db, "migrate", "--to", target_arg,
+        ],
+        &dir,
+    );
+    assert!(out.contains("copied 300 events"), "{out}");
+    let source_events = store.read_from(0, usize::MAX, None).unwrap();
+    let copy = SqliteStore::open(&target).unwrap();
+    let copied_events = copy.read_from(0, usize::MAX, None).unwrap();
+    assert_eq!(
+        serde_json::to_string(&source_events).unwrap(),
+        serde_json::to_string(&copied_events).unwrap()
+    );
+    assert_eq!(projection_snapshot(&dir.db()), projection_snapshot(&target));
+    // Into a database that holds events: refused, and nothing is added.
+    let again = vigia(
+        &[
+            "--config", config, "--db", db, "migrate", "--to", target_arg,
+        ],
+        &dir,
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "{}",
+        explain(&[], &dir, &again)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds events"));
+    assert_eq!(copy.head().unwrap(), store.head().unwrap());
 }

@@ -60,6 +60,14 @@ pub enum Command {
     },
     /// Validate the config: a summary and exit 0, or every error and exit 2
     Check,
+    /// Copy the event log, in order and exactly, into an empty database: a SQLite file
+    /// path (its projections are then rebuilt) or a postgres:// URL (the log only: the
+    /// projections on PostgreSQL are still to come)
+    Migrate {
+        /// The empty database to copy to
+        #[arg(long, value_name = "URL_OR_PATH")]
+        to: String,
+    },
     /// Rebuild every projection from the event log
     Replay {
         /// First re-run detection over every stored article under the config's
@@ -228,6 +236,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Check => check(&config_path),
         Command::Run { once } => run_daemon(config()?, *once),
         Command::Replay { reclassify } => with_store(&|c, s| replay(c, s, *reclassify)),
+        Command::Migrate { to } => with_store(&|_, s| migrate(s, to)),
         Command::Events {
             since,
             kind,
@@ -346,6 +355,70 @@ fn replay(config: &Config, store: &SqliteStore, reclassify: bool) -> Result<()> 
         projections::all().len(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `vigia migrate --to`: the log copied page by page into an empty database, then
+/// compared (count and last position) and, on SQLite, its projections rebuilt.
+fn migrate(source: &SqliteStore, to: &str) -> Result<()> {
+    use crate::store::EventStore;
+    const PAGE: usize = 10_000;
+    let is_postgres = to.starts_with("postgres://") || to.starts_with("postgresql://");
+    let mut sqlite_target = None;
+    let target: Box<dyn EventStore> = if is_postgres {
+        Box::new(crate::store::PgStore::connect(to).context("opening the target database")?)
+    } else if to.contains("://") {
+        return Err(UsageError(format!(
+            "--to {to:?}: a SQLite file path or a postgres:// URL"
+        ))
+        .into());
+    } else if std::path::Path::new(to) == source.path() {
+        return Err(UsageError("--to names the database being copied".into()).into());
+    } else {
+        let store =
+            SqliteStore::open(std::path::Path::new(to)).context("opening the target database")?;
+        sqlite_target = Some(store.clone());
+        Box::new(store)
+    };
+    if target.head()? != 0 {
+        return Err(UsageError(format!(
+            "--to {to:?} already holds events: migrate copies into an empty database only"
+        ))
+        .into());
+    }
+    let started = std::time::Instant::now();
+    let (mut after, mut copied) = (0u64, 0usize);
+    loop {
+        let page = source.read_from(after, PAGE, None)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        copied += page.len();
+        target.import(page)?;
+    }
+    if target.head()? != source.head()? {
+        anyhow::bail!(
+            "the copy ends at {} but the log at {}",
+            target.head()?,
+            source.head()?
+        );
+    }
+    println!(
+        "copied {copied} events to {} in {:.2}s",
+        if is_postgres { "PostgreSQL" } else { to },
+        started.elapsed().as_secs_f64()
+    );
+    match sqlite_target {
+        None => println!(
+            "the projections are not built on PostgreSQL yet: this build runs the daemon on SQLite"
+        ),
+        Some(target) => {
+            let applied = projections::rebuild(&target).context("rebuilding the projections")?;
+            println!(
+                "rebuilt {} projections from {applied} events",
+                projections::all().len()
+            );
+        }
+    }
     Ok(())
 }
 

@@ -163,6 +163,26 @@ pub trait EventStore: Send + Sync {
     fn follow(&self) -> watch::Receiver<u64>;
     /// Whether the database answers a fresh connection (health checks).
     fn probe(&self) -> Result<u64, StoreError>;
+    /// Copies events exactly as another log recorded them (position, stream, version,
+    /// kind, payload, time, key), in one transaction: how `vigia migrate` moves a log.
+    /// Refused unless each event comes after this log's head, in order, so an import
+    /// can only extend a log (an empty one, in practice), never interleave with it.
+    fn import(&self, events: Vec<StoredEvent>) -> Result<(), StoreError>;
+}
+
+/// Why an import was refused: the events do not follow the log's head in order.
+pub(crate) fn check_import_order(head: u64, events: &[StoredEvent]) -> Result<(), StoreError> {
+    let mut last = head;
+    for e in events {
+        if e.seq <= last {
+            return Err(StoreError::Write(format!(
+                "import refused: event {} does not come after position {last} (the target log must be empty, and the events in order)",
+                e.seq
+            )));
+        }
+        last = e.seq;
+    }
+    Ok(())
 }
 
 /// Now, as the log writes it: RFC 3339 in UTC with milliseconds, so text order is time order.

@@ -317,4 +317,55 @@ impl EventStore for PgStore {
     fn probe(&self) -> Result<u64, StoreError> {
         self.run(head_seq)
     }
+
+    fn import(&self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(());
+        };
+        self.run(move |client| {
+            let mut tx = client.transaction().map_err(pg)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+                .map_err(pg)?;
+            let head: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
+                .map_err(pg)?
+                .get(0);
+            super::check_import_order(head as u64, &events)?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO events (seq, stream, version, kind, schema_version, payload, recorded_at, idempotency_key)
+                     OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8)",
+                )
+                .map_err(pg)?;
+            for e in &events {
+                tx.execute(
+                    &insert,
+                    &[
+                        &(e.seq as i64),
+                        &e.stream,
+                        &(e.version as i64),
+                        &e.kind,
+                        &(e.schema_version as i32),
+                        &e.payload.get(),
+                        &e.recorded_at,
+                        &e.idempotency_key,
+                    ],
+                )
+                .map_err(pg)?;
+            }
+            // Later appends take positions after the imported ones.
+            tx.execute(
+                "SELECT setval(pg_get_serial_sequence('events', 'seq'), $1)",
+                &[&(last as i64)],
+            )
+            .map_err(pg)?;
+            tx.commit().map_err(pg)
+        })?;
+        self.inner.head.send_if_modified(|head| {
+            let moved = last > *head;
+            *head = (*head).max(last);
+            moved
+        });
+        Ok(())
+    }
 }

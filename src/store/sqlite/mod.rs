@@ -77,6 +77,37 @@ impl EventStore for SqliteStore {
     fn probe(&self) -> Result<u64, StoreError> {
         SqliteStore::probe(self)
     }
+    fn import(&self, events: Vec<StoredEvent>) -> Result<(), StoreError> {
+        let last = events.last().map(|e| e.seq);
+        self.write(move |tx| {
+            super::check_import_order(head_seq(tx)?, &events)?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (seq, stream, version, kind, schema_version, payload, recorded_at, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for e in &events {
+                insert.execute(rusqlite::params![
+                    e.seq,
+                    e.stream,
+                    e.version,
+                    e.kind,
+                    e.schema_version,
+                    e.payload.get(),
+                    e.recorded_at,
+                    e.idempotency_key
+                ])?;
+            }
+            Ok(())
+        })?;
+        if let Some(seq) = last {
+            self.inner.head.send_if_modified(|head| {
+                let moved = seq > *head;
+                *head = (*head).max(seq);
+                moved
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A clonable handle on the event log in SQLite, and on the projections' tables
