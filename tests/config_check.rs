@@ -190,3 +190,28 @@ fn check_refuses_a_web_section_without_a_usable_key() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("too predictable"), "{stderr}");
 }
+
+#[test]
+fn a_postgres_database_is_checked_and_refused_clearly_where_sqlite_is_still_needed() {
+    let dir = Dir::new();
+    dir.write(
+        "pg.toml",
+        "[daemon]\ndatabase = \"postgres://vigia:s3cret@127.0.0.1:9/vigia\"\n\n[[feed]]\nid = \"a\"\nurl = \"https://example.org/a.xml\"\n\n[[topic]]\nid = \"us-mx-security\"\n",
+    );
+    let summary = vigia_ok(&["--config", "pg.toml", "check"], &dir);
+    assert!(
+        summary.contains("PostgreSQL postgres://vigia:***@127.0.0.1:9/vigia"),
+        "{summary}"
+    );
+    assert!(!summary.contains("s3cret"), "{summary}");
+    let run = vigia(&["--config", "pg.toml", "run", "--once"], &dir);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("runs the daemon, its projections and these commands on SQLite only"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    // Nothing was created where a URL was once taken for a path.
+    assert!(!dir.path().join("postgres:").exists());
+}

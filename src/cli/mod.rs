@@ -484,11 +484,21 @@ pub fn load_config(path: &Path, db_override: Option<&Path>) -> Result<Config> {
     let mut config = Config::load(path)?;
     if let Some(db) = db_override {
         config.daemon.database = db.to_path_buf();
+        config.daemon.postgres = None;
     }
     Ok(config)
 }
 
 fn open_store(config: &Config) -> Result<SqliteStore> {
+    if let Some(pg) = &config.daemon.postgres {
+        return Err(UsageError(format!(
+            "[daemon] database is PostgreSQL ({}): this build can hold the event log there \
+             (`vigia migrate --to` fills it) but runs the daemon, its projections and these \
+             commands on SQLite only; point database at a SQLite file for now",
+            pg.shown()
+        ))
+        .into());
+    }
     let store = SqliteStore::open(&config.daemon.database)?;
     projections::catch_up(&store).context("bringing the projections up to date")?;
     Ok(store)

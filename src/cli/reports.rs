@@ -28,7 +28,14 @@ pub(super) fn check(path: &Path) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: ok", path.display())?;
-    writeln!(out, "  database:    {}", config.daemon.database.display())?;
+    match &config.daemon.postgres {
+        Some(pg) => writeln!(
+            out,
+            "  database:    PostgreSQL {} (the log only in this build: run and the other commands need SQLite)",
+            pg.shown()
+        )?,
+        None => writeln!(out, "  database:    {}", config.daemon.database.display())?,
+    }
     writeln!(
         out,
         "  feeds:       {} (default schedule \"{}\")",

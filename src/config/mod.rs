@@ -67,7 +67,11 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
+    /// The SQLite file (the default beside the config when `postgres` is set).
     pub database: PathBuf,
+    /// `database = "postgres://…"`: the log in PostgreSQL (issue 16, the log only so
+    /// far: the daemon and the CLI still need SQLite).
+    pub postgres: Option<PostgresDatabase>,
     pub schedule: CronSchedule,
     /// The public pages (`[web]`'s forms and the stance pages).
     pub listen: Option<SocketAddr>,
@@ -77,6 +81,39 @@ pub struct DaemonConfig {
     /// may be taken by another daemon on the machine without that being fatal).
     pub ops_listen_chosen: bool,
     pub fetch: FetchLimits,
+}
+
+/// A PostgreSQL database named by URL; its Debug output hides any password.
+#[derive(Clone, PartialEq)]
+pub struct PostgresDatabase {
+    pub url: String,
+    /// From `database_password_env` / `database_password_file` (else in the URL).
+    pub password: Option<Secret>,
+}
+
+impl PostgresDatabase {
+    /// The URL without its password, for logs and summaries.
+    pub fn shown(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("***"));
+                url.to_string()
+            }
+            Ok(url) => url.to_string(),
+            Err(_) => "postgres://…".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PostgresDatabase({}, password {:?})",
+            self.shown(),
+            self.password
+        )
+    }
 }
 
 /// Polling manners: how hard vigia may lean on the servers it polls.

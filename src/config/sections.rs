@@ -27,7 +27,15 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "topic",
     "tracking",
 ];
-const DAEMON_KEYS: &[&str] = &["database", "schedule", "listen", "ops_listen", "fetch"];
+const DAEMON_KEYS: &[&str] = &[
+    "database",
+    "database_password_env",
+    "database_password_file",
+    "schedule",
+    "listen",
+    "ops_listen",
+    "fetch",
+];
 const FETCH_KEYS: &[&str] = &[
     "max_concurrent",
     "max_per_host",
@@ -58,6 +66,8 @@ const TOPIC_KEYS: &[&str] = &[
 #[derive(Deserialize, Default)]
 struct RawDaemon {
     database: Option<Spanned<String>>,
+    database_password_env: Option<Spanned<String>>,
+    database_password_file: Option<Spanned<String>>,
     schedule: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     ops_listen: Option<Spanned<String>>,
@@ -210,6 +220,67 @@ pub(super) fn read_schedule(
     }
 }
 
+/// `database`: a SQLite file path (no scheme), or a `postgres://` URL with its
+/// password in the URL or from `database_password_env` / `database_password_file`;
+/// any other scheme is an error. The SQLite path stays the default file beside the
+/// config when the database is PostgreSQL, unused.
+fn read_database(
+    diags: &mut Diagnostics<'_>,
+    raw: &mut RawDaemon,
+    base: &Path,
+) -> (PathBuf, Option<PostgresDatabase>) {
+    let default = base.join("data/vigia.db");
+    let password_keys = (
+        raw.database_password_env.take(),
+        raw.database_password_file.take(),
+    );
+    let Some(value) = raw.database.take() else {
+        refuse_password_keys(diags, password_keys);
+        return (default, None);
+    };
+    let Some((scheme, _)) = value.get_ref().split_once("://") else {
+        refuse_password_keys(diags, password_keys);
+        return (resolve(base, value.get_ref()), None);
+    };
+    if scheme != "postgres" && scheme != "postgresql" {
+        diags.at(
+            value.span(),
+            format!("database: {scheme}:// is not a database vigia knows; give a SQLite file path or a postgres:// URL"),
+        );
+        return (default, None);
+    }
+    if let Err(e) = value.get_ref().parse::<postgres::Config>() {
+        diags.at(value.span(), format!("database: not a PostgreSQL URL: {e}"));
+        return (default, None);
+    }
+    let password = super::recipients::read_secret(
+        diags,
+        password_keys.0,
+        password_keys.1,
+        base,
+        "database password",
+    );
+    (
+        default,
+        Some(PostgresDatabase {
+            url: value.into_inner(),
+            password,
+        }),
+    )
+}
+
+fn refuse_password_keys(
+    diags: &mut Diagnostics<'_>,
+    (env, file): (Option<Spanned<String>>, Option<Spanned<String>>),
+) {
+    if let Some(key) = env.or(file) {
+        diags.at(
+            key.span(),
+            "database_password_env / database_password_file: only for a postgres:// database",
+        );
+    }
+}
+
 pub(super) fn read_daemon(
     diags: &mut Diagnostics<'_>,
     value: Option<Spanned<DeValue<'_>>>,
@@ -217,7 +288,7 @@ pub(super) fn read_daemon(
 ) -> Option<DaemonConfig> {
     let section = table_section(diags, value, "daemon", DAEMON_KEYS);
     let span = section.as_ref().map(|v| v.span()).unwrap_or(0..0);
-    let raw: RawDaemon = match section {
+    let mut raw: RawDaemon = match section {
         Some(v) => diags.section(v, "[daemon]")?,
         None => RawDaemon::default(),
     };
@@ -265,12 +336,10 @@ pub(super) fn read_daemon(
             "[daemon.fetch]: concurrency caps, timeout and body size must be greater than 0",
         );
     }
-    let database = raw
-        .database
-        .map(|d| resolve(base, d.get_ref()))
-        .unwrap_or_else(|| base.join("data/vigia.db"));
+    let (database, postgres) = read_database(diags, &mut raw, base);
     Some(DaemonConfig {
         database,
+        postgres,
         schedule: schedule?,
         listen,
         ops_listen,
@@ -362,5 +431,43 @@ mod tests {
         // Port 0 gives each listener a port of its own.
         let config = parse("listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"").unwrap();
         assert_eq!(config.daemon.listen, config.daemon.ops_listen);
+    }
+
+    fn with_database(database: &str) -> Result<Config, super::super::ConfigError> {
+        Config::parse(
+            Path::new("t.toml"),
+            &format!(
+                "[daemon]\n{database}\n\n[[feed]]\nid = \"a\"\nurl = \"http://127.0.0.1/a.xml\"\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn a_database_is_a_sqlite_path_or_a_postgres_url_and_nothing_else() {
+        let sqlite = with_database("database = \"data/x.db\"").unwrap();
+        assert!(sqlite.daemon.postgres.is_none());
+        assert!(sqlite.daemon.database.ends_with("data/x.db"));
+        let pg =
+            with_database("database = \"postgres://vigia:s3cret@db.example:5432/vigia\"").unwrap();
+        let target = pg.daemon.postgres.as_ref().unwrap();
+        assert_eq!(target.url, "postgres://vigia:s3cret@db.example:5432/vigia");
+        assert!(!format!("{target:?}").contains("s3cret"), "{target:?}");
+        for (text, says) in [
+            (
+                "database = \"mysql://h/db\"",
+                "mysql:// is not a database vigia knows",
+            ),
+            (
+                "database = \"x.db\"\ndatabase_password_env = \"PW\"",
+                "only for a postgres:// database",
+            ),
+            (
+                "database = \"postgres://h/db\"\ndatabase_password_file = \"missing-pw\"",
+                "does not exist",
+            ),
+        ] {
+            let err = format!("{:?}", with_database(text).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 }
