@@ -377,6 +377,31 @@ fn postgres_keeps_the_event_store_contract() {
             })
             .collect(),
     );
+    // On PostgreSQL a follower hears other daemons' appends too (LISTEN/NOTIFY).
+    let (mine, theirs) = (
+        vigia::store::PgStore::connect(&shared).unwrap(),
+        vigia::store::PgStore::connect(&shared).unwrap(),
+    );
+    let mut follow = mine.follow();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let appended = theirs
+        .append(vec![NewEvent::new("f:other", applied(7))])
+        .unwrap();
+    let heard = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            follow.wait_for(|head| *head >= appended[0].event().seq),
+        )
+        .await
+        .is_ok()
+    });
+    assert!(
+        heard,
+        "a follower on one handle did not hear another handle's append"
+    );
     // The append-only rule is the database's own, as in SQLite.
     let url = database_url(&admin_url, &names[0]);
     let mut direct = postgres::Client::connect(&url, postgres::NoTls).unwrap();

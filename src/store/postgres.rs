@@ -13,7 +13,8 @@
 //!
 //! Threading: the synchronous `postgres` client runs its own small runtime and must
 //! not be called from inside a tokio runtime, so one thread owns the connection and
-//! runs each request in turn, like SQLite's writer thread.
+//! runs each request in turn, like SQLite's writer thread; a second thread listens
+//! for other daemons' appends (`listen_for_appends`).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ impl PgStore {
         let config: postgres::Config = url
             .parse()
             .map_err(|e: postgres::Error| StoreError::Postgres(format!("bad database URL: {e}")))?;
+        let config_for_listen = config.clone();
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::channel();
         std::thread::Builder::new()
@@ -89,12 +91,12 @@ impl PgStore {
             })
             .map_err(|e| StoreError::Postgres(format!("cannot start its thread: {e}")))?;
         let head = ready.recv().map_err(|_| StoreError::WriterGone)??;
-        Ok(PgStore {
-            inner: Arc::new(Inner {
-                jobs,
-                head: watch::channel(head).0,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            jobs,
+            head: watch::channel(head).0,
+        });
+        listen_for_appends(config_for_listen, Arc::downgrade(&inner));
+        Ok(PgStore { inner })
     }
 
     /// Runs `f` on the connection's thread and waits for its answer.
@@ -110,6 +112,53 @@ impl PgStore {
             }))
             .map_err(|_| StoreError::WriterGone)?;
         answer.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Moves `head` to `seq` if that is further on, telling followers.
+fn announce(inner: &Inner, seq: u64) {
+    inner.head.send_if_modified(|head| {
+        let moved = seq > *head;
+        *head = (*head).max(seq);
+        moved
+    });
+}
+
+/// Followers hear every daemon's appends, not only this handle's: each append
+/// transaction notifies `vigia_events` with its last position at commit, and a thread
+/// with a connection of its own listens. It stops when the store is dropped (checked
+/// every second) or its connection fails; `follow` then hears this handle's own
+/// appends only, as on SQLite, and a follower still misses nothing when it reads.
+fn listen_for_appends(config: postgres::Config, store: std::sync::Weak<Inner>) {
+    use postgres::fallible_iterator::FallibleIterator;
+    let spawned = std::thread::Builder::new()
+        .name("vigia-store-postgres-listen".into())
+        .spawn(move || {
+            let Ok(mut client) = config.connect(NoTls) else {
+                return;
+            };
+            if client.batch_execute("LISTEN vigia_events").is_err() {
+                return;
+            }
+            loop {
+                let mut notifications = client.notifications();
+                let mut arrived = notifications.timeout_iter(std::time::Duration::from_secs(1));
+                let Some(inner) = store.upgrade() else { return };
+                loop {
+                    match arrived.next() {
+                        Ok(Some(note)) => {
+                            if let Ok(seq) = note.payload().parse::<u64>() {
+                                announce(&inner, seq);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to hear other daemons' appends");
     }
 }
 
@@ -241,6 +290,16 @@ fn append_all(client: &mut Client, events: Vec<NewEvent>) -> Result<Vec<Appended
             payload,
         }));
     }
+    if let Some(last) = out
+        .iter()
+        .filter(|a| a.is_new())
+        .map(|a| a.event().seq)
+        .max()
+    {
+        // Delivered at commit, to every listening handle (other daemons too).
+        tx.execute("SELECT pg_notify('vigia_events', $1)", &[&last.to_string()])
+            .map_err(pg)?;
+    }
     tx.commit().map_err(pg)?;
     Ok(out)
 }
@@ -257,11 +316,7 @@ impl EventStore for PgStore {
             .map(|a| a.event().seq)
             .max()
         {
-            self.inner.head.send_if_modified(|head| {
-                let moved = last > *head;
-                *head = (*head).max(last);
-                moved
-            });
+            announce(&self.inner, last);
         }
         Ok(appended)
     }
@@ -361,11 +416,7 @@ impl EventStore for PgStore {
             .map_err(pg)?;
             tx.commit().map_err(pg)
         })?;
-        self.inner.head.send_if_modified(|head| {
-            let moved = last > *head;
-            *head = (*head).max(last);
-            moved
-        });
+        announce(&self.inner, last);
         Ok(())
     }
 }
