@@ -12,6 +12,53 @@ use crate::config::{Config, MailTransport};
 use crate::projections::FeedHealth;
 use crate::store::SqliteStore;
 
+/// How `check` describes a topic's reader; a stale model adds a warning.
+fn reader_line(
+    rules: &crate::detect::rules::TopicRules,
+    set: Option<&crate::detect::examples::ExampleSet>,
+    warnings: &mut Vec<String>,
+) -> String {
+    let examples = set.map_or(0, |s| s.items.len());
+    match crate::detect::topic_models::status(rules, set) {
+        crate::detect::TopicModelStatus::RulesOnly => "rules only (no examples)".to_string(),
+        crate::detect::TopicModelStatus::Fresh { path, corrections } => format!(
+            "learned, {examples} examples{}, model {}",
+            if corrections > 0 {
+                format!(" + {corrections} corrections")
+            } else {
+                String::new()
+            },
+            path.display()
+        ),
+        crate::detect::TopicModelStatus::Stale { path, why } => {
+            warnings.push(format!(
+                "topic `{}`: model {} is not usable ({why}): it is trained each time vigia starts until `vigia train` saves it",
+                rules.id,
+                path.display()
+            ));
+            format!("learned, {examples} examples, trained at start (stale model)")
+        }
+    }
+}
+
+/// How `check` describes `[web]`.
+fn web_line(web: Option<&crate::config::WebConfig>) -> String {
+    let Some(web) = web else {
+        return "no [web]: stance pages only, digests unsubscribe by mailto".to_string();
+    };
+    let forwarded = if web.trusted_proxies.is_empty() {
+        "ignored".to_string()
+    } else {
+        let nets: Vec<String> = web.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        format!("read from {}", nets.join(", "))
+    };
+    format!(
+        "{} (self-service {}; X-Forwarded-For {forwarded})",
+        web.public_url,
+        if web.self_service { "on" } else { "off" }
+    )
+}
+
 pub(super) fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let mut warnings: Vec<String> = config.warnings.clone();
@@ -53,32 +100,13 @@ pub(super) fn check(path: &Path) -> Result<()> {
         }
     )?;
     for rules in &config.topics {
-        let set = config.examples.get(&rules.id);
-        let reader = match crate::detect::topic_models::status(rules, set.map(|s| s.as_ref())) {
-            crate::detect::TopicModelStatus::RulesOnly => "rules only (no examples)".to_string(),
-            crate::detect::TopicModelStatus::Fresh { path, corrections } => format!(
-                "learned, {} examples{}, model {}",
-                set.map_or(0, |s| s.items.len()),
-                if corrections > 0 {
-                    format!(" + {corrections} corrections")
-                } else {
-                    String::new()
-                },
-                path.display()
-            ),
-            crate::detect::TopicModelStatus::Stale { path, why } => {
-                warnings.push(format!(
-                    "topic `{}`: model {} is not usable ({why}): it is trained each time vigia starts until `vigia train` saves it",
-                    rules.id,
-                    path.display()
-                ));
-                format!(
-                    "learned, {} examples, trained at start (stale model)",
-                    set.map_or(0, |s| s.items.len())
-                )
-            }
-        };
-        writeln!(out, "  reader:      {}: {reader}", rules.id)?;
+        let set = config.examples.get(&rules.id).map(|s| s.as_ref());
+        writeln!(
+            out,
+            "  reader:      {}: {}",
+            rules.id,
+            reader_line(rules, set, &mut warnings)
+        )?;
         if let Some(set) = set {
             warnings.extend(crate::detect::topic_models::thin_classes(rules, set));
         }
@@ -100,30 +128,7 @@ pub(super) fn check(path: &Path) -> Result<()> {
         Some(addr) => writeln!(out, "  ops_listen:  {addr} (/healthz, /metrics)")?,
         None => writeln!(out, "  ops_listen:  off")?,
     }
-    match &config.web {
-        Some(web) => writeln!(
-            out,
-            "  web:         {} (self-service {}; X-Forwarded-For {})",
-            web.public_url,
-            if web.self_service { "on" } else { "off" },
-            if web.trusted_proxies.is_empty() {
-                "ignored".to_string()
-            } else {
-                format!(
-                    "read from {}",
-                    web.trusted_proxies
-                        .iter()
-                        .map(|n| n.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        )?,
-        None => writeln!(
-            out,
-            "  web:         no [web]: stance pages only, digests unsubscribe by mailto"
-        )?,
-    }
+    writeln!(out, "  web:         {}", web_line(config.web.as_ref()))?;
     for warning in &warnings {
         writeln!(out, "warning: {warning}")?;
     }
