@@ -344,21 +344,14 @@ fn sqlite_keeps_the_event_store_contract() {
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_keeps_the_event_store_contract() {
-    let admin_url = std::env::var("VIGIA_TEST_POSTGRES")
-        .expect("VIGIA_TEST_POSTGRES names the PostgreSQL server to test on");
-    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+    let (admin_url, mut admin) = admin();
     let prefix = format!("vigia_conformance_{}", std::process::id());
     let created = std::sync::Mutex::new(Vec::new());
     let n = std::sync::atomic::AtomicUsize::new(0);
     // Databases are made up front: the admin connection is not Sync.
     let names: Vec<String> = (0..9).map(|i| format!("{prefix}_{i}")).collect();
     for name in &names {
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
+        fresh_database(&mut admin, name);
     }
     conformance(|| {
         let name = &names[n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)];
@@ -424,6 +417,26 @@ fn postgres_keeps_the_event_store_contract() {
     }
 }
 
+/// The server to test on, and a connection to it that may create databases.
+#[cfg(feature = "postgres")]
+fn admin() -> (String, postgres::Client) {
+    let url = std::env::var("VIGIA_TEST_POSTGRES")
+        .expect("VIGIA_TEST_POSTGRES names the PostgreSQL server to test on");
+    let client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    (url, client)
+}
+
+/// An empty database called `name` (one left by an earlier run is dropped first).
+#[cfg(feature = "postgres")]
+fn fresh_database(admin: &mut postgres::Client, name: &str) {
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+}
+
 /// The admin URL with its database replaced.
 #[cfg(feature = "postgres")]
 fn database_url(admin_url: &str, database: &str) -> String {
@@ -437,16 +450,9 @@ fn database_url(admin_url: &str, database: &str) -> String {
 #[cfg(feature = "postgres")]
 #[test]
 fn migrate_copies_a_sqlite_log_into_postgres() {
-    let admin_url = std::env::var("VIGIA_TEST_POSTGRES")
-        .expect("VIGIA_TEST_POSTGRES names the PostgreSQL server to test on");
-    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+    let (admin_url, mut admin) = admin();
     let name = format!("vigia_migrate_{}", std::process::id());
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
+    fresh_database(&mut admin, &name);
     let url = database_url(&admin_url, &name);
 
     let dir = Dir::new();

@@ -170,6 +170,36 @@ pub trait EventStore: Send + Sync {
     fn import(&self, events: Vec<StoredEvent>) -> Result<(), StoreError>;
 }
 
+impl ExpectedVersion {
+    /// Whether a stream at `current` may take the next event; a `Conflict` naming the
+    /// stream's real version if not.
+    pub(crate) fn admit(self, stream: &str, current: u64) -> Result<(), StoreError> {
+        let fits = match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exactly(v) => current == v,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                stream: stream.to_string(),
+                expected: self.to_string(),
+                actual: current,
+            })
+        }
+    }
+}
+
+/// Moves a handle's head to `seq` if that is further on, telling its followers.
+pub(crate) fn advance_head(head: &watch::Sender<u64>, seq: u64) {
+    head.send_if_modified(|current| {
+        let moved = seq > *current;
+        *current = (*current).max(seq);
+        moved
+    });
+}
+
 /// Why an import was refused: the events do not follow the log's head in order.
 pub(crate) fn check_import_order(head: u64, events: &[StoredEvent]) -> Result<(), StoreError> {
     let mut last = head;

@@ -23,9 +23,7 @@ use postgres::{Client, NoTls, Row};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use super::{
-    now_rfc3339, Appended, EventStore, ExpectedVersion, NewEvent, StoreError, StoredEvent,
-};
+use super::{now_rfc3339, Appended, EventStore, NewEvent, StoreError, StoredEvent};
 
 /// The schema, one step per file in `migrations/postgres/`; shipped steps are never
 /// edited.
@@ -115,15 +113,6 @@ impl PgStore {
     }
 }
 
-/// Moves `head` to `seq` if that is further on, telling followers.
-fn announce(inner: &Inner, seq: u64) {
-    inner.head.send_if_modified(|head| {
-        let moved = seq > *head;
-        *head = (*head).max(seq);
-        moved
-    });
-}
-
 /// Followers hear every daemon's appends, not only this handle's: each append
 /// transaction notifies `vigia_events` with its last position at commit, and a thread
 /// with a connection of its own listens. It stops when the store is dropped (checked
@@ -148,7 +137,7 @@ fn listen_for_appends(config: postgres::Config, store: std::sync::Weak<Inner>) {
                     match arrived.next() {
                         Ok(Some(note)) => {
                             if let Ok(seq) = note.payload().parse::<u64>() {
-                                announce(&inner, seq);
+                                super::advance_head(&inner.head, seq);
                             }
                         }
                         Ok(None) => break,
@@ -248,19 +237,9 @@ fn append_all(client: &mut Client, events: Vec<NewEvent>) -> Result<Vec<Appended
                 v as u64
             }
         };
-        let fits = match new.expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => current == 0,
-            ExpectedVersion::Exactly(v) => current == v,
-        };
-        if !fits {
-            // The transaction is dropped unfinished: nothing of the batch is recorded.
-            return Err(StoreError::Conflict {
-                stream: new.stream.clone(),
-                expected: new.expected.to_string(),
-                actual: current,
-            });
-        }
+        // On a conflict the transaction is dropped unfinished: nothing of the batch
+        // is recorded.
+        new.expected.admit(&new.stream, current)?;
         let version = current + 1;
         let seq: i64 = tx
             .query_one(
@@ -316,7 +295,7 @@ impl EventStore for PgStore {
             .map(|a| a.event().seq)
             .max()
         {
-            announce(&self.inner, last);
+            super::advance_head(&self.inner.head, last);
         }
         Ok(appended)
     }
@@ -416,7 +395,7 @@ impl EventStore for PgStore {
             .map_err(pg)?;
             tx.commit().map_err(pg)
         })?;
-        announce(&self.inner, last);
+        super::advance_head(&self.inner.head, last);
         Ok(())
     }
 }

@@ -18,9 +18,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 use tokio::sync::watch;
 
-pub(crate) use super::{
-    now_rfc3339, Appended, EventStore, ExpectedVersion, NewEvent, StoreError, StoredEvent,
-};
+pub(crate) use super::{now_rfc3339, Appended, EventStore, NewEvent, StoreError, StoredEvent};
 
 /// The schema, one step per file in `migrations/`; shipped steps are never edited.
 const MIGRATIONS: &[M<'static>] = &[
@@ -100,11 +98,7 @@ impl EventStore for SqliteStore {
             Ok(())
         })?;
         if let Some(seq) = last {
-            self.inner.head.send_if_modified(|head| {
-                let moved = seq > *head;
-                *head = (*head).max(seq);
-                moved
-            });
+            super::advance_head(&self.inner.head, seq);
         }
         Ok(())
     }

@@ -13,9 +13,7 @@ use std::thread;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
 
-use super::{
-    now_rfc3339, Appended, ExpectedVersion, NewEvent, StoreError, StoredEvent, SELECT_EVENT,
-};
+use super::{now_rfc3339, Appended, NewEvent, StoreError, StoredEvent, SELECT_EVENT};
 
 /// Most append requests grouped into one transaction; bounds the latency of the first.
 const MAX_GROUP: usize = 512;
@@ -239,7 +237,7 @@ fn write_group(
     })();
     match outcome {
         Ok(seq) => {
-            announce(head, seq);
+            super::super::advance_head(head, seq);
             for (reply, result) in replies.into_iter().zip(results) {
                 reply.send(result);
             }
@@ -251,15 +249,6 @@ fn write_group(
             }
         }
     }
-}
-
-/// Tells followers the log's new head.
-fn announce(head: &watch::Sender<u64>, seq: u64) {
-    head.send_if_modified(|current| {
-        let moved = *current != seq;
-        *current = seq;
-        moved
-    });
 }
 
 fn run_job(conn: &mut Connection, path: &Path, head: &watch::Sender<u64>, job: WriteJob) {
@@ -275,7 +264,7 @@ fn run_job(conn: &mut Connection, path: &Path, head: &watch::Sender<u64>, job: W
                 tx.rollback().map_err(|e| StoreError::from_sqlite(e, path))
             };
             if let (true, Ok(()), Some(seq)) = (done.commit, &outcome, seq) {
-                announce(head, seq);
+                super::super::advance_head(head, seq);
             }
             (done.finish)(outcome);
         }
@@ -313,18 +302,7 @@ fn append_all(
                 .and_then(|mut stmt| stmt.query_row([&new.stream], |r| r.get(0)))
                 .map_err(|e| StoreError::from_sqlite(e, path))?,
         };
-        let fits = match new.expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => current == 0,
-            ExpectedVersion::Exactly(v) => current == v,
-        };
-        if !fits {
-            return Err(StoreError::Conflict {
-                stream: new.stream.clone(),
-                expected: new.expected.to_string(),
-                actual: current,
-            });
-        }
+        new.expected.admit(&new.stream, current)?;
         let version = current + 1;
         // No RETURNING (it runs through a temporary table and a statement journal,
         // a quarter of an append's time) and OR FAIL (no statement journal either): a
