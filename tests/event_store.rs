@@ -574,6 +574,92 @@ fn a_database_from_a_newer_vigia_is_refused() {
     assert!(err.to_string().contains("newer vigia"));
 }
 
+/// A database as vigia left it before migration 0007 (AUTOINCREMENT, json_valid),
+/// with events written by that schema, opens under this build with the same rows and
+/// positions, keeps refusing UPDATE and DELETE, and appends after its last position.
+#[test]
+fn a_log_written_before_the_lean_events_table_upgrades_in_place() {
+    let dir = Dir::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let conn = Connection::open(dir.db()).unwrap();
+    for step in [
+        "0001_events.sql",
+        "0002_projections.sql",
+        "0003_detection.sql",
+        "0004_stances_digests.sql",
+        "0005_subscriptions_web.sql",
+        "0006_article_text_once.sql",
+    ] {
+        conn.execute_batch(&std::fs::read_to_string(root.join(step)).unwrap())
+            .unwrap();
+    }
+    conn.pragma_update(None, "user_version", 6).unwrap();
+    let mut insert = conn
+        .prepare(
+            "INSERT INTO events (stream, version, kind, schema_version, payload, recorded_at, idempotency_key)
+             VALUES (?1, ?2, 'FeedPolled', 1, ?3, '2026-11-01T00:00:00Z', ?4)",
+        )
+        .unwrap();
+    for i in 1..=50u32 {
+        let payload = polled("a", i).payload_raw().unwrap().get().to_string();
+        let key = (i % 10 == 0).then(|| format!("key-{i}"));
+        insert
+            .execute(rusqlite::params![
+                format!("feed:{}", i % 3),
+                i,
+                payload,
+                key
+            ])
+            .unwrap();
+    }
+    // The old schema's json_valid check is what it was: this is the log being upgraded.
+    assert!(conn
+        .execute(
+            "INSERT INTO events (stream, version, kind, schema_version, payload, recorded_at)
+             VALUES ('x', 1, 'FeedPolled', 1, 'not json', 'now')",
+            [],
+        )
+        .is_err());
+    drop(insert);
+    let dump = |conn: &Connection| -> Vec<(i64, String, i64, String)> {
+        let mut stmt = conn
+            .prepare("SELECT seq, stream, version, payload FROM events ORDER BY seq")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let before = dump(&conn);
+    drop(conn);
+
+    let store = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(store.head().unwrap(), 50);
+    let appended = store
+        .append_one(NewEvent::new("feed:0", polled("a", 51)))
+        .unwrap();
+    assert_eq!(appended.event().seq, 51);
+    let again = store
+        .append_one(NewEvent::new("feed:1", polled("a", 10)).idempotent("key-10"))
+        .unwrap();
+    assert_eq!(again.event().seq, 10, "the idempotency index came through");
+    drop(store);
+
+    let conn = Connection::open(dir.db()).unwrap();
+    let after = dump(&conn);
+    assert_eq!(&after[..50], &before[..], "rows and positions kept");
+    assert!(conn
+        .execute("UPDATE events SET payload = '{}'", [])
+        .is_err());
+    assert!(conn
+        .execute("DELETE FROM events WHERE seq = 51", [])
+        .is_err());
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 7);
+}
+
 #[test]
 fn a_database_in_a_read_only_place_is_a_clear_error() {
     // Tests run as root here, so permissions cannot make a folder read-only; sysfs is.

@@ -32,6 +32,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/0006_article_text_once.sql"
     )),
+    M::up(include_str!(
+        "../../../migrations/0007_events_lean_appends.sql"
+    )),
 ];
 
 /// How long a connection waits for another process's lock before giving up.
