@@ -291,3 +291,78 @@ fn a_digest_waiting_when_its_recipient_unsubscribes_is_not_sent() {
     assert!(!sent_to_bo(), "nothing after leaving");
     assert!(given_up(&dir), "recorded as given up, with why");
 }
+
+/// Issue 17: `vigia subscribers list` refused to run when the web key's environment
+/// variable was not set, though listing signs nothing; and `root@localhost` or a
+/// `mail.from` on `localhost` were refused, though RFC 5321 accepts a one-label
+/// domain and a single machine with sendmail delivers there. Seen failing before the
+/// fix: `subscribers list` exited 2 with "environment variable ... is not set", and
+/// check refused both addresses.
+#[test]
+fn commands_that_sign_nothing_need_no_key_and_local_addresses_are_accepted() {
+    let dir = Dir::new();
+    dir.config(
+        &[],
+        "[web]\npublic_url = \"https://v.example.org\"\nsecret_env = \"VIGIA_TEST_UNSET_KEY_17\"\n\n\
+         [[subscriber]]\nemail = \"root@localhost\"\ntopics = [\"us-mx-security\"]\n",
+    );
+    let text = std::fs::read_to_string(dir.join("vigia.toml"))
+        .unwrap()
+        .replace("vigia@example.org", "vigia@localhost");
+    dir.write("vigia.toml", &text);
+    let config = ["--config", "vigia.toml"];
+    let with = |rest: &[&str]| -> Vec<String> {
+        config.iter().chain(rest).map(|s| s.to_string()).collect()
+    };
+    let run = |rest: &[&str]| {
+        let args = with(rest);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::util::vigia(&args, &dir)
+    };
+    // Commands that sign or send still need the key, and say which.
+    for needs_key in [&["check"][..], &["run", "--once"], &["digest", "preview"]] {
+        let out = run(needs_key);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needs_key:?} ran without the key");
+        assert!(
+            stderr.contains("VIGIA_TEST_UNSET_KEY_17 is not set"),
+            "{needs_key:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("root@localhost"),
+            "the address was refused: {stderr}"
+        );
+    }
+    // The rest read or record, and run.
+    let args = with(&[
+        "subscribers",
+        "add",
+        "ops@localhost",
+        "--topic",
+        "us-mx-security",
+    ]);
+    vigia_ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir);
+    let args = with(&["subscribers", "list"]);
+    let listed = vigia_ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir);
+    assert!(listed.contains("ops@localhost"), "{listed}");
+    for reads in [&["feeds"][..], &["events"], &["stances"]] {
+        let args = with(reads);
+        vigia_ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir);
+    }
+    // With the key set, the same config is valid: both local addresses pass check.
+    let out = Command::new(VIGIA)
+        .args(["--config", "vigia.toml", "check"])
+        .current_dir(dir.path())
+        .env_remove("VIGIA_CONFIG")
+        .env(
+            "VIGIA_TEST_UNSET_KEY_17",
+            "3f9a1c77e2b04d58a6c1f0e9b2d4c8a7",
+        )
+        .output()
+        .expect("running vigia");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

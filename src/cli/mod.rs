@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Secrets};
 use crate::projections;
 use crate::store::SqliteStore;
 
@@ -226,7 +226,10 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .or_else(|| std::env::var_os("VIGIA_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
-    let config = || load_config(&config_path, args.db.as_deref());
+    // The daemon and the digest preview sign links and send mail: they need the
+    // config's secrets. Commands that only read or record do not ask for them.
+    let strict = || load_config(&config_path, args.db.as_deref(), Secrets::Required);
+    let config = || load_config(&config_path, args.db.as_deref(), Secrets::NotNeeded);
     let with_store = |f: &dyn Fn(&Config, &SqliteStore) -> Result<()>| -> Result<()> {
         let config = config()?;
         let store = open_store(&config)?;
@@ -234,7 +237,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     match &args.command {
         Command::Check => check(&config_path),
-        Command::Run { once } => run_daemon(config()?, *once),
+        Command::Run { once } => run_daemon(strict()?, *once),
         Command::Replay { reclassify } => with_store(&|c, s| replay(c, s, *reclassify)),
         Command::Migrate { to } => with_store(&|_, s| migrate(s, to)),
         Command::Events {
@@ -258,7 +261,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Feeds => with_store(&print_feeds),
         Command::Stances { history } => with_store(&|c, s| print_stances(c, s, *history)),
         Command::Digest(DigestCommand::Preview { to }) => {
-            with_store(&|c, s| preview(c, s, to.as_deref()))
+            let config = strict()?;
+            preview(&config, &open_store(&config)?, to.as_deref())
         }
         Command::Subscribers(cmd) => with_store(&|c, s| subscribers(c, s, cmd)),
         Command::Classify => classify(&config()?),
@@ -480,8 +484,8 @@ fn init_logging(args: &Args) {
     };
 }
 
-pub fn load_config(path: &Path, db_override: Option<&Path>) -> Result<Config> {
-    let mut config = Config::load(path)?;
+pub fn load_config(path: &Path, db_override: Option<&Path>, secrets: Secrets) -> Result<Config> {
+    let mut config = Config::load_for(path, secrets)?;
     if let Some(db) = db_override {
         config.daemon.database = db.to_path_buf();
         config.daemon.postgres = None;

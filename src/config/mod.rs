@@ -23,11 +23,12 @@ use toml::de::DeTable;
 
 use crate::detect::examples::{self, ExampleSet, ExamplesError};
 pub use cron::CronSchedule;
-pub use recipients::valid_address;
 use recipients::*;
+pub use recipients::{valid_address, valid_public_address};
 pub use secret::{check_key_strength, estimated_bits, Secret, WeakKey, MIN_KEY_BITS, MIN_KEY_LEN};
 use sections::*;
 use source::Diagnostics;
+pub use source::Secrets;
 pub use source::{line_col, Diagnostic};
 
 /// The default path of the config file, relative to the working directory.
@@ -261,16 +262,27 @@ impl Config {
 
     /// Reads and validates the config file; every problem is reported at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, Secrets::Required)
+    }
+
+    /// Reads the config; with `Secrets::NotNeeded` a secret named by an environment
+    /// variable that is not set is no error (the command will not sign or send).
+    pub fn load_for(path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(path, &text)
+        Config::parse_for(path, &text, secrets)
     }
 
     /// Validates config text as if it had been read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_for(path, text, Secrets::Required)
+    }
+
+    fn parse_for(path: &Path, text: &str, secrets: Secrets) -> Result<Config, ConfigError> {
         let mut diags = Diagnostics::new(path.display().to_string(), text);
+        diags.secrets = secrets;
         let (root, errors) = DeTable::parse_recoverable(text);
         for e in errors {
             diags.at(

@@ -10,7 +10,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::sections::*;
-use super::source::Diagnostics;
+use super::source::{Diagnostics, Secrets};
 use super::*;
 
 const MAIL_KEYS: &[&str] = &[
@@ -85,7 +85,7 @@ pub(super) fn read_secret(
     what: &str,
 ) -> Option<Secret> {
     if let Some(name) = env {
-        if std::env::var_os(name.get_ref()).is_none() {
+        if std::env::var_os(name.get_ref()).is_none() && diags.secrets == Secrets::Required {
             diags.at(
                 name.span(),
                 format!("{what}: environment variable {} is not set", name.get_ref()),
@@ -228,7 +228,9 @@ pub(super) fn read_web(
             let secret = read_secret(diags, env, None, base, "web secret");
             if let (Some((name, span)), Some(_)) = (name, &secret) {
                 let value = std::env::var(&name).unwrap_or_default();
-                if let Err(e) = super::check_key_strength(value.trim().as_bytes()) {
+                let judged = diags.secrets == Secrets::Required || !value.is_empty();
+                if let (true, Err(e)) = (judged, super::check_key_strength(value.trim().as_bytes()))
+                {
                     diags.at(span, format!("web secret: {e} ({name})"));
                 }
             }
@@ -343,27 +345,41 @@ pub(super) fn read_subscribers(
     out
 }
 
-/// A plain address: one @, a non-empty local part, a dotted domain, no spaces or
-/// header-breaking characters. Deliverability is the mail server's to judge.
+/// A plain address as RFC 5321 writes one: one @, a local part of at most 64
+/// characters, a domain of labels (letters, digits, hyphens, none starting or ending
+/// with a hyphen) joined by dots, with no spaces or header-breaking characters. A
+/// one-label domain (`root@localhost`) is valid: it is what a single machine with
+/// sendmail delivers to. Deliverability is the mail server's to judge.
 pub fn valid_address(address: &str) -> bool {
     let Some((local, domain)) = address.rsplit_once('@') else {
         return false;
     };
     !local.is_empty()
         && local.len() <= 64
+        && !domain.is_empty()
         && domain.len() <= 253
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
         && address.chars().all(|c| {
             !c.is_whitespace()
                 && !c.is_control()
                 && !matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')')
         })
-        && domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'))
+}
+
+/// An address a visitor of the public pages may subscribe: valid, and on a dotted
+/// domain. A one-label domain names a mailbox on this machine or its network
+/// (`root@localhost`), which strangers must not be able to have mailed.
+pub fn valid_public_address(address: &str) -> bool {
+    valid_address(address)
+        && address
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.contains('.'))
 }
 
 /// "Name <address>" or a bare address.
@@ -387,10 +403,16 @@ mod tests {
         assert!(valid_address("ana.b+news@sub.example.org"));
         assert!(!valid_address("ana@"));
         assert!(!valid_address("ana example.org"));
-        assert!(!valid_address("ana@localhost"));
+        assert!(valid_address("root@localhost"));
+        assert!(!valid_public_address("root@localhost"));
+        assert!(valid_public_address("ana@example.org"));
+        assert!(!valid_address("ana@-bad.example.org"));
+        assert!(!valid_address("ana@example..org"));
+        assert!(!valid_address("ana@.example.org"));
         assert!(!valid_address("ana@exa mple.org"));
         assert!(!valid_address("a\r\nBcc: x@y.org@example.org"));
         assert!(valid_mailbox("vigia <vigia@example.org>"));
         assert!(!valid_mailbox("vigia <vigia@example.org"));
+        assert!(valid_mailbox("vigia <vigia@localhost>"));
     }
 }

@@ -33,6 +33,17 @@ pub struct Diagnostics<'a> {
     file: String,
     text: &'a str,
     pub list: Vec<Diagnostic>,
+    /// Whether a secret that is named but not available (an unset environment
+    /// variable) is an error: it is for the daemon and `vigia check`, not for
+    /// commands that only read the database (`subscribers list`, `feeds`, ...).
+    pub secrets: Secrets,
+}
+
+/// Whether the config's secrets must be available when it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    Required,
+    NotNeeded,
 }
 
 impl<'a> Diagnostics<'a> {
@@ -41,6 +52,7 @@ impl<'a> Diagnostics<'a> {
             file,
             text,
             list: Vec::new(),
+            secrets: Secrets::Required,
         }
     }
 

@@ -83,7 +83,7 @@ impl Request {
         digest: Option<&str>,
     ) -> Result<Request, InvalidRequest> {
         let email = email.trim();
-        if email.len() > MAX_ADDRESS_LEN || !crate::config::valid_address(email) {
+        if email.len() > MAX_ADDRESS_LEN || !crate::config::valid_public_address(email) {
             return Err(InvalidRequest::Address);
         }
         if topics.is_empty() {
