@@ -62,7 +62,14 @@ fn config(
         ));
     }
     for (email, topic) in subscribers {
-        text.push_str(&format!("[[subscriber]]\nemail = \"{email}\"\ntopics = [\"{topic}\"]\ndigest = \"on-change\"\n\n"));
+        text.push_str(&format!(
+            "[[subscriber]]\nemail = \"{email}\"\ntopics = [\"{topic}\"]\ndigest = \"on-change\"\n"
+        ));
+        // Luis reads his digests in Mexico City's time.
+        if email.starts_with("luis@") {
+            text.push_str("tz = \"America/Mexico_City\"\n");
+        }
+        text.push('\n');
     }
     text.push_str(&shipped_topics());
     text.push_str("\n[[topic]]\nid = \"parks\"\nrequire = [\"parks\"]\n[topic.groups.parks]\nterms = [\"park\", \"parks\"]\n");
@@ -267,6 +274,51 @@ fn a_real_change_sends_one_digest_per_subscriber_with_its_evidence() {
             "the evidence sentence:\n{text}"
         );
         assert!(html.contains("agreed to let US special forces"), "{html}");
+        // It says what happened, against what was held before, in words and dates
+        // people read, in the subscriber's zone.
+        assert!(
+            text.contains(
+                "Mexico's government now supports US military action (it opposed it from "
+            ),
+            "the change against the stance before:\n{text}"
+        );
+        assert!(
+            text.contains("on stories from Outlet "),
+            "outlets named:\n{text}"
+        );
+        let zone = if who.starts_with("luis@") {
+            " CST"
+        } else {
+            " UTC"
+        };
+        assert!(
+            text.contains(&format!("{}, ", chrono::Utc::now().format("%Y"))) && text.contains(zone),
+            "dates as \"2 Dec 2026, 01:19{zone}\":\n{text}"
+        );
+        assert!(
+            !text.contains("T0") && !text.contains("T1") && !text.contains("T2"),
+            "no machine timestamps:\n{text}"
+        );
+        // The timeline: a line in the plain part, a PNG by Content-ID in the HTML.
+        assert!(
+            text.contains("Timeline: opposes from ") && text.contains(" → supports from "),
+            "{text}"
+        );
+        let cid = html
+            .split("src=\"cid:")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("an inline image in the HTML part");
+        assert!(
+            m.raw.contains(&format!("Content-ID: <{cid}>")),
+            "its part, by Content-ID"
+        );
+        assert!(m.raw.contains("Content-Type: image/png"), "a PNG");
+        assert!(m.raw.contains("multipart/related"), "sent with its HTML");
+        assert!(
+            html.contains("alt=\"Timeline of Mexico"),
+            "alt text:\n{html}"
+        );
         // Nothing from the hostile item is markup or a header.
         assert!(
             !html.contains("<script") && !html.contains("onerror") && !html.contains("javascript:"),

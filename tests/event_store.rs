@@ -178,6 +178,7 @@ fn digest(id: &str, what: u8, attempt: u32) -> Event {
             changes: vec![1, 2],
             reason: DigestReason::OnChange,
             links: vec![],
+            images: vec![],
         }),
         1 => Event::DigestSent(DigestSent {
             digest_id: id.into(),

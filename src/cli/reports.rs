@@ -425,6 +425,7 @@ pub(super) fn subscribers(
                     name: name.clone(),
                     topics: topics.clone(),
                     digest,
+                    tz: None,
                 },
             )?;
             writeln!(out, "subscribed {email}")?;

@@ -241,6 +241,8 @@ pub struct SubscriberConfig {
     pub name: Option<String>,
     pub topics: Vec<String>,
     pub digest: DigestMode,
+    /// Dates in this subscriber's digests are in this zone (UTC without one).
+    pub tz: Option<chrono_tz::Tz>,
 }
 
 /// A watch topic as written in the config; `crate::detect` compiles its rules.

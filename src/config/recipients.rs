@@ -35,7 +35,7 @@ const WEB_KEYS: &[&str] = &[
     "templates",
     "trusted_proxies",
 ];
-const SUBSCRIBER_KEYS: &[&str] = &["email", "name", "topics", "digest"];
+const SUBSCRIBER_KEYS: &[&str] = &["email", "name", "topics", "digest", "tz"];
 
 #[derive(Deserialize)]
 struct RawMail {
@@ -75,6 +75,7 @@ struct RawSubscriber {
     name: Option<String>,
     topics: Spanned<Vec<Spanned<String>>>,
     digest: Option<Spanned<String>>,
+    tz: Option<Spanned<String>>,
 }
 
 pub(super) fn read_secret(
@@ -328,8 +329,21 @@ pub(super) fn read_subscribers(
                 }
             },
         };
-        if let (true, Some(digest)) = (ok, digest) {
+        let tz = match &raw.tz {
+            None => Ok(None),
+            Some(name) => name.get_ref().parse::<chrono_tz::Tz>().map(Some).map_err(|_| {
+                diags.at(
+                    name.span(),
+                    format!(
+                        "unknown time zone {:?}: use an IANA name such as \"America/Mexico_City\" or \"UTC\"",
+                        name.get_ref()
+                    ),
+                );
+            }),
+        };
+        if let (true, Some(digest), Ok(tz)) = (ok, digest, tz) {
             out.push(SubscriberConfig {
+                tz,
                 email,
                 name: raw.name,
                 topics: raw

@@ -12,9 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use lettre::message::header::ContentType;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Message, SendmailTransport, SmtpTransport, Transport};
 
@@ -129,12 +131,37 @@ impl Mailer {
             .subject(header_safe(&queued.subject))
             .message_id(Some(header_safe(&queued.message_id)))
             .date(queued_at.into())
-            .multipart(
-                MultiPart::alternative()
-                    .boundary(format!("vigia-{}", header_safe(&queued.digest_id)))
-                    .singlepart(SinglePart::plain(fill(&queued.text)?))
-                    .singlepart(SinglePart::html(fill(&queued.html)?)),
-            )
+            .multipart({
+                let boundary = format!("vigia-{}", header_safe(&queued.digest_id));
+                let alternative = MultiPart::alternative()
+                    .boundary(boundary.clone())
+                    .singlepart(SinglePart::plain(fill(&queued.text)?));
+                if queued.images.is_empty() {
+                    alternative.singlepart(SinglePart::html(fill(&queued.html)?))
+                } else {
+                    // The HTML and the pictures it shows by Content-ID travel together
+                    // (RFC 2387), so clients show them inline, not as attachments.
+                    let mut related = MultiPart::related()
+                        .boundary(format!("{boundary}-related"))
+                        .singlepart(SinglePart::html(fill(&queued.html)?));
+                    for image in &queued.images {
+                        let png = base64::engine::general_purpose::STANDARD
+                            .decode(&image.png_base64)
+                            .map_err(|e| {
+                                SendError::Permanent(format!("image {}: {e}", image.cid))
+                            })?;
+                        related = related.singlepart(
+                            Attachment::new_inline(header_safe(&image.cid)).body(
+                                png,
+                                ContentType::parse("image/png").map_err(|e| {
+                                    SendError::Permanent(format!("image type: {e}"))
+                                })?,
+                            ),
+                        );
+                    }
+                    alternative.multipart(related)
+                }
+            })
             .map_err(|e| SendError::Permanent(format!("building the message: {e}")))?;
         for (name, value) in &queued.headers {
             let name = HeaderName::new_from_ascii(name.clone())

@@ -8,9 +8,12 @@
 //! keyed by subscriber and content, so a repeated cycle queues nothing twice; `mail`
 //! sends what is queued. At most one digest per subscriber per cycle.
 
+pub mod chart;
 pub mod mail;
 mod render;
+pub mod timeline;
 mod views;
+pub mod words;
 
 use std::collections::HashSet;
 
@@ -22,14 +25,18 @@ use sha2::{Digest as _, Sha256};
 use crate::config::Config;
 use crate::config::CronSchedule;
 use crate::events::stream;
-use crate::events::{DigestQueued, DigestReason, Event, LinkSlot};
+use base64::Engine as _;
+
+use crate::events::{DigestQueued, DigestReason, Event, InlineImage, LinkSlot};
 use crate::links::LinkSigner;
 use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribers};
 use crate::store::{NewEvent, SqliteStore, StoreError};
 
 pub use render::{template_environment, RenderError, Templates};
-use views::{change_view, stories};
-pub use views::{header_safe, safe_url, topic_names, ChangeView, EvidenceView, StoryView};
+use views::{change_view, stories, Clock};
+pub use views::{
+    header_safe, safe_url, topic_names, ChangeView, ChartView, EvidenceView, StoryView,
+};
 
 /// Everything one digest says, before rendering.
 #[derive(Debug, Clone, Serialize)]
@@ -122,13 +129,19 @@ pub fn draft_for(
     } else if changes.is_empty() {
         return Ok(None);
     }
-    let views = change_views(config, &changes);
+    let tz = config
+        .subscribers
+        .iter()
+        .find(|s| s.email.eq_ignore_ascii_case(&sub.email))
+        .and_then(|s| s.tz);
+    let clock = Clock { now, tz };
+    let views = change_views(conn, config, &changes, clock)?;
     let shown: HashSet<String> = changes
         .iter()
         .flat_map(|c| c.evidence.iter().map(|e| e.article_id.clone()))
         .collect();
     let after = last_digest.clone().unwrap_or_else(|| since.to_string());
-    let stories = stories(conn, &topics, &after, &shown)?;
+    let stories = stories(conn, &topics, &after, &shown, clock)?;
     if views.is_empty() && stories.is_empty() {
         return Ok(None);
     }
@@ -145,7 +158,7 @@ pub fn draft_for(
     Ok(Some(Draft {
         recipient: sub.address.clone(),
         subject: header_safe(&digest_subject(&views, stories.len())),
-        headline: headline(views.len()),
+        headline: headline(&views, changes.iter().filter(|c| c.from.is_none()).count()),
         changes: views,
         stories,
         topics: topic_names(config, &topics),
@@ -181,17 +194,25 @@ fn periodic_due(expression: &str, last: &str, now: DateTime<Utc>) -> bool {
 /// The changes as the digest shows them: real changes before first establishments
 /// (the subject names the most important), and each story in full once, later
 /// changes it supports naming it briefly.
-fn change_views(config: &Config, changes: &[StanceChange]) -> Vec<ChangeView> {
+fn change_views(
+    conn: &Connection,
+    config: &Config,
+    changes: &[StanceChange],
+    clock: Clock,
+) -> rusqlite::Result<Vec<ChangeView>> {
     let mut ordered: Vec<&StanceChange> = changes.iter().collect();
     ordered.sort_by_key(|c| (c.from.is_none(), c.seq));
-    let mut views: Vec<ChangeView> = ordered.iter().map(|c| change_view(config, c)).collect();
+    let mut views: Vec<ChangeView> = ordered
+        .iter()
+        .map(|c| change_view(conn, config, c, clock))
+        .collect::<rusqlite::Result<_>>()?;
     let mut shown_stories = HashSet::new();
     for view in &mut views {
         for e in &mut view.evidence {
             e.repeat = !shown_stories.insert(e.story.clone());
         }
     }
-    views
+    Ok(views)
 }
 
 /// The subject: the most important change, and how many more; or, with no change,
@@ -203,20 +224,34 @@ fn digest_subject(views: &[ChangeView], stories: usize) -> String {
             if stories == 1 { "story" } else { "stories" }
         ),
         [one] => one.subject.clone(),
-        [first, rest @ ..] => format!(
-            "{} (+{} more {})",
-            first.subject,
-            rest.len(),
-            if rest.len() == 1 { "change" } else { "changes" }
-        ),
+        [first, rest @ ..] => format!("{} (+{} more)", first.subject, rest.len()),
     }
 }
 
-fn headline(changes: usize) -> String {
-    match changes {
-        0 => "No stance changed; the relevant stories since your last digest:".to_string(),
-        1 => "A stance changed:".to_string(),
-        n => format!("{n} stances changed:"),
+/// The first line: what kind of news this is, in words that fit what happened (a
+/// first reading is not a change).
+fn headline(views: &[ChangeView], firsts: usize) -> String {
+    let changed = views.len() - firsts;
+    let plural = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    match (changed, firsts) {
+        (0, 0) => "No stance changed; the relevant stories since your last digest:".to_string(),
+        (1, 0) => "A stance changed:".to_string(),
+        (c, 0) => format!("{} changed:", plural(c, "stance", "stances")),
+        (0, f) => format!(
+            "{}:",
+            plural(f, "first reading of a stance", "first readings of stances")
+        ),
+        (c, f) => format!(
+            "{} changed, and {}:",
+            plural(c, "stance", "stances"),
+            plural(f, "first reading", "first readings")
+        ),
     }
 }
 
@@ -296,6 +331,7 @@ pub fn confirmation(
             changes: vec![],
             reason: DigestReason::Confirmation,
             links: vec![draft.slot.clone()],
+            images: vec![],
         }),
     )
     .idempotent(stream::key::digest_queued(&digest_id)))
@@ -345,6 +381,16 @@ pub fn queue(
                     changes,
                     reason: d.reason,
                     links: d.links.clone(),
+                    images: d
+                        .changes
+                        .iter()
+                        .filter_map(|c| c.chart.as_ref())
+                        .map(|chart| InlineImage {
+                            cid: chart.cid.clone(),
+                            png_base64: base64::engine::general_purpose::STANDARD
+                                .encode(&chart.png),
+                        })
+                        .collect(),
                 }),
             )
             .idempotent(stream::key::digest_queued(&digest_id)),

@@ -8,9 +8,14 @@ use std::collections::HashSet;
 use rusqlite::Connection;
 use serde::Serialize;
 
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::timeline::timeline;
+use super::words::{ago, full_time_of, parse_time, short_date, span};
 use crate::config::Config;
 use crate::detect::Stance;
-use crate::projections::StanceChange;
+use crate::projections::{StanceChange, Stances, TimelinePoint};
 use crate::story::{self, StoryInput};
 
 /// Most "other stories" listed in one digest.
@@ -20,10 +25,34 @@ const MAX_STORIES: usize = 40;
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeView {
     pub seq: u64,
+    /// Short, for a phone's list of mails: "Mexico's government: now opposes US
+    /// military action".
     pub subject: String,
-    pub summary: String,
+    /// What happened, in a sentence: "Mexico's government now opposes US military
+    /// action (it supported it from 12 Nov, 3 weeks)", or "First reading: ...".
+    pub lead: String,
+    /// An establishment (no stance was held before), not a change.
+    pub first_reading: bool,
+    /// When it was recorded, as people read dates, in the subscriber's zone.
+    pub at: String,
+    /// The outlets whose stories carry it: "Outlet A and Outlet B".
+    pub outlets: String,
     pub evidence: Vec<EvidenceView>,
+    /// The stance page, when the pages have a public address.
     pub page: Option<String>,
+    /// The timeline picture (an inline image) and its words.
+    pub chart: Option<ChartView>,
+}
+
+/// The timeline of a change's issue and actor: the image's Content-ID, its alt
+/// text, and the one line the plain part shows instead.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChartView {
+    pub cid: String,
+    pub alt: String,
+    pub line: String,
+    #[serde(skip)]
+    pub png: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,15 +63,22 @@ pub struct EvidenceView {
     pub story: String,
     pub title: String,
     pub outlet: Option<String>,
+    /// The outlet's home (scheme and host of the story's link), to link its name.
+    pub outlet_url: Option<String>,
     pub published: Option<String>,
+    /// "2 days ago", next to the date.
+    pub ago: Option<String>,
     pub url: Option<String>,
     pub sentence: String,
+    /// Whether the sentence says more than the headline (it often is the headline).
+    pub show_sentence: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoryView {
     pub title: String,
     pub outlet: Option<String>,
+    pub outlet_url: Option<String>,
     pub published: Option<String>,
     pub url: Option<String>,
     pub copies: usize,
@@ -87,11 +123,64 @@ fn phrase(stance: Stance) -> &'static str {
     match stance {
         Stance::Support => "supports",
         Stance::Oppose => "opposes",
-        Stance::Neutral => "neutral on",
+        Stance::Neutral => "is neutral on",
     }
 }
 
-pub(super) fn change_view(config: &Config, c: &StanceChange) -> ChangeView {
+/// The past tense, for what the stance was: "it supported it".
+fn held(stance: Stance) -> &'static str {
+    match stance {
+        Stance::Support => "it supported it",
+        Stance::Oppose => "it opposed it",
+        Stance::Neutral => "it was neutral",
+    }
+}
+
+/// The home of a story's outlet: its link's scheme and host.
+fn outlet_home(url: Option<&str>) -> Option<String> {
+    let url = url::Url::parse(safe_url(url)?.as_str()).ok()?;
+    Some(format!("{}://{}/", url.scheme(), url.host_str()?))
+}
+
+/// Whether a sentence adds to a headline: not when it is the headline, or a part of
+/// it, give or take case and closing punctuation.
+fn adds_to(sentence: &str, title: &str) -> bool {
+    let plain = |s: &str| {
+        s.trim()
+            .trim_end_matches(['.', '!', '?', '…'])
+            .to_lowercase()
+    };
+    let (sentence, title) = (plain(sentence), plain(title));
+    !sentence.is_empty() && !title.contains(&sentence)
+}
+
+/// "A", "A and B", "A, B and C" (each once, in order of first mention).
+fn named_list(names: impl IntoIterator<Item = String>) -> String {
+    let mut seen = HashSet::new();
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| seen.insert(n.clone()))
+        .collect();
+    match names.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// How a digest reads times: in the subscriber's zone, as of the digest's `now`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    pub now: DateTime<Utc>,
+    pub tz: Option<Tz>,
+}
+
+pub(super) fn change_view(
+    conn: &Connection,
+    config: &Config,
+    c: &StanceChange,
+    clock: Clock,
+) -> rusqlite::Result<ChangeView> {
     let rules = config.topics.iter().find(|t| t.id == c.topic);
     let actor = rules
         .map(|r| r.actor_label(&c.actor))
@@ -99,28 +188,31 @@ pub(super) fn change_view(config: &Config, c: &StanceChange) -> ChangeView {
     let issue = rules
         .map(|r| r.issue_label(&c.issue))
         .unwrap_or_else(|| c.issue.clone());
-    let stories = format!(
-        "{} {}",
-        c.evidence.len(),
-        if c.evidence.len() == 1 {
-            "story"
-        } else {
-            "stories"
+    let history: Vec<StanceChange> = Stances::history(conn, &c.issue, &c.actor)?
+        .into_iter()
+        .filter(|h| h.topic == c.topic && h.seq <= c.seq)
+        .collect();
+    let at = parse_time(&c.at);
+    let before = history.iter().rev().find(|h| h.seq < c.seq);
+    let (subject, lead) = match (&c.from, before) {
+        (Some(from), before) => {
+            let was = match before.and_then(|b| parse_time(&b.at).map(|t| (b, t))) {
+                Some((_, since)) => format!(
+                    " ({} from {}, {})",
+                    held(*from),
+                    short_date(since, clock.now, clock.tz),
+                    span(at.unwrap_or(clock.now) - since)
+                ),
+                None => format!(" ({})", held(*from)),
+            };
+            (
+                format!("{actor}: now {} {issue}", phrase(c.to)),
+                format!("{actor} now {} {issue}{was}.", phrase(c.to)),
+            )
         }
-    );
-    let (subject, summary) = match &c.from {
-        Some(from) => (
-            format!("{actor}: now {} {issue}", phrase(c.to)),
-            format!(
-                "{actor}: {} {issue} since {}, no longer {} it. Evidence: {stories} from distinct outlets.",
-                phrase(c.to),
-                c.at,
-                phrase(*from).trim_end_matches(" on")
-            ),
-        ),
-        None => (
-            format!("{actor}: {} {issue}", phrase(c.to)),
-            format!("{actor}: {} {issue}, first established {}. Evidence: {stories} from distinct outlets.", phrase(c.to), c.at),
+        (None, _) => (
+            format!("{actor}: {} {issue} (first reading)", phrase(c.to)),
+            format!("First reading: {actor} {} {issue}.", phrase(c.to)),
         ),
     };
     let page = config.web.as_ref().map(|w| {
@@ -131,10 +223,19 @@ pub(super) fn change_view(config: &Config, c: &StanceChange) -> ChangeView {
             c.actor
         )
     });
-    ChangeView {
+    let points: Vec<TimelinePoint> = history.iter().map(TimelinePoint::from).collect();
+    let chart = chart_view(c.seq, &actor, &issue, &points, clock);
+    Ok(ChangeView {
         seq: c.seq,
         subject: header_safe(&subject),
-        summary,
+        lead,
+        first_reading: c.from.is_none(),
+        at: full_time_of(&c.at, clock.tz),
+        outlets: named_list(c.evidence.iter().map(|e| {
+            e.outlet
+                .clone()
+                .unwrap_or_else(|| "an unnamed outlet".to_string())
+        })),
         evidence: c
             .evidence
             .iter()
@@ -143,13 +244,53 @@ pub(super) fn change_view(config: &Config, c: &StanceChange) -> ChangeView {
                 story: e.story.clone(),
                 title: e.title.clone(),
                 outlet: e.outlet.clone(),
-                published: e.published.clone(),
+                outlet_url: outlet_home(e.url.as_deref()),
+                published: e.published.as_deref().map(|p| full_time_of(p, clock.tz)),
+                ago: e
+                    .published
+                    .as_deref()
+                    .and_then(parse_time)
+                    .map(|t| ago(t, clock.now)),
                 url: safe_url(e.url.as_deref()),
+                show_sentence: adds_to(&e.sentence, &e.title),
                 sentence: e.sentence.clone(),
             })
             .collect(),
         page,
-    }
+        chart,
+    })
+}
+
+/// The pair's timeline as an image with its words, or none when it cannot be drawn
+/// (then the digest simply goes without it).
+fn chart_view(
+    seq: u64,
+    actor: &str,
+    issue: &str,
+    points: &[TimelinePoint],
+    clock: Clock,
+) -> Option<ChartView> {
+    let refs: Vec<&TimelinePoint> = points.iter().collect();
+    let layout = timeline(format!("{actor} on {issue}"), &refs, None, clock.now)?;
+    let png = super::chart::png(&layout)
+        .map_err(|e| tracing::warn!(error = %e, "a digest goes without its timeline"))
+        .ok()?;
+    let steps: Vec<String> = points
+        .iter()
+        .map(|p| {
+            let when = parse_time(&p.at)
+                .map(|t| short_date(t, clock.now, clock.tz))
+                .unwrap_or_else(|| p.at.clone());
+            format!("{} from {when}", phrase(p.to))
+        })
+        .collect();
+    let line = steps.join(" → ");
+    Some(ChartView {
+        cid: format!("timeline-{seq}@vigia"),
+        alt: format!("Timeline of {actor} on {issue}: {line}"),
+        line,
+        png,
+    })
 }
 
 /// The other relevant stories of these topics first seen after `after`, each once,
@@ -159,6 +300,7 @@ pub(super) fn stories(
     topics: &[String],
     after: &str,
     shown: &HashSet<String>,
+    clock: Clock,
 ) -> rusqlite::Result<Vec<StoryView>> {
     let mut stmt = conn.prepare(
         "SELECT a.article_id, a.title, COALESCE(json_extract(e.payload, '$.summary'), ''),
@@ -217,7 +359,8 @@ pub(super) fn stories(
         StoryView {
             title: r.1.clone(),
             outlet: r.4.clone(),
-            published: r.5.clone(),
+            outlet_url: outlet_home(r.3.as_deref()),
+            published: r.5.as_deref().map(|p| full_time_of(p, clock.tz)),
             url: safe_url(r.3.as_deref()),
             copies,
         }

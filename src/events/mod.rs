@@ -337,6 +337,17 @@ pub struct DigestQueued {
     /// Schema 1 messages have none (their links were rendered in; see `upcast_step`).
     #[serde(default)]
     pub links: Vec<LinkSlot>,
+    /// Pictures the HTML part shows by Content-ID (the stance timelines), so every
+    /// attempt sends the same message. Absent in digests queued before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<InlineImage>,
+}
+
+/// An image carried inside a message: its Content-ID and PNG bytes (base64).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InlineImage {
+    pub cid: String,
+    pub png_base64: String,
 }
 
 /// Why a message was queued.

@@ -164,3 +164,15 @@ pub struct TimelinePoint {
     pub to: Stance,
     pub at: String,
 }
+
+impl From<&StanceChange> for TimelinePoint {
+    fn from(c: &StanceChange) -> TimelinePoint {
+        TimelinePoint {
+            topic: c.topic.clone(),
+            issue: c.issue.clone(),
+            actor: c.actor.clone(),
+            to: c.to,
+            at: c.at.clone(),
+        }
+    }
+}

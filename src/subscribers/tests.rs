@@ -192,6 +192,7 @@ fn an_unsubscribe_link_from_an_earlier_subscription_does_not_end_a_new_one() {
         name: None,
         topics: vec!["a".into()],
         digest: DigestMode::OnChange,
+        tz: None,
     };
     add(&store, &sub).unwrap();
     let old = signer

@@ -9,8 +9,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::rows::{parse_time, stance_row, when, StanceRow};
-use super::timeline::timeline;
 use crate::config::{Config, TopicConfig};
+use crate::digest::timeline::timeline;
 use crate::digest::{safe_url, StoryView};
 use crate::projections::{CurrentStance, Detections, Stances, TimelinePoint};
 use crate::story::{self, StoryInput};
@@ -126,6 +126,7 @@ fn recent_stories(conn: &Connection) -> rusqlite::Result<Vec<StoryView>> {
             StoryView {
                 title: a.title.clone(),
                 outlet: a.outlet.clone(),
+                outlet_url: None,
                 published: a.published.as_deref().map(when),
                 url: safe_url(a.url.as_deref()),
                 copies,

@@ -11,7 +11,6 @@
 mod home;
 mod rows;
 mod stance;
-mod timeline;
 
 use std::sync::Arc;
 

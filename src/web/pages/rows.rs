@@ -23,7 +23,7 @@ pub struct StanceRow {
     pub since: Option<String>,
     pub confidence: Option<String>,
     pub evidence: Vec<EvidenceRow>,
-    pub timeline: Option<super::timeline::Timeline>,
+    pub timeline: Option<crate::digest::timeline::Timeline>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,16 +45,13 @@ pub(super) fn phrase(stance: Stance) -> &'static str {
 }
 
 pub(super) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    crate::digest::words::parse_time(s)
 }
 
-/// "2026-11-27 14:05 UTC" from a stored RFC 3339 time (left as it is if unreadable).
+/// "27 Nov 2026, 14:05 UTC" from a stored RFC 3339 time, as digests write it (left
+/// as it is if unreadable).
 pub(super) fn when(s: &str) -> String {
-    parse_time(s)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| s.to_string())
+    crate::digest::words::full_time_of(s, None)
 }
 
 pub(super) fn evidence_rows(evidence: &[Evidence], limit: usize) -> Vec<EvidenceRow> {

@@ -6,9 +6,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::rows::{evidence_rows, phrase, stance_row, when, EvidenceRow, StanceRow};
-use super::timeline::{timeline, Timeline};
 use crate::config::Config;
 use crate::detect::Stance;
+use crate::digest::timeline::{timeline, Timeline};
 use crate::projections::{StanceChange, Stances, TimelinePoint};
 
 #[derive(Debug, Serialize)]
@@ -76,16 +76,7 @@ pub fn stance_view(
             .find(|c| c.topic == topic.id && c.issue == issue && c.actor == actor);
         let row = stance_row(topic, issue, actor, holding, usize::MAX);
         labels.get_or_insert((row.issue_label.clone(), row.actor_label.clone()));
-        let points: Vec<TimelinePoint> = changes
-            .iter()
-            .map(|c| TimelinePoint {
-                topic: c.topic.clone(),
-                issue: c.issue.clone(),
-                actor: c.actor.clone(),
-                to: c.to,
-                at: c.at.clone(),
-            })
-            .collect();
+        let points: Vec<TimelinePoint> = changes.iter().map(|c| TimelinePoint::from(*c)).collect();
         let refs: Vec<&TimelinePoint> = points.iter().collect();
         topics.push(StanceTopicView {
             name: topic.name.clone().unwrap_or_else(|| topic.id.clone()),

@@ -1,14 +1,15 @@
-//! A stance's history drawn as a timeline: one bar per stance held, along a time axis,
-//! in SVG user units that the templates draw inline (no script, no image files).
+//! A stance's history laid out as a timeline: one bar per stance held, along a time
+//! axis, in user units. The pages draw it as inline SVG (no script, no image files)
+//! and digests as a PNG (`chart`), so a mail shows the picture the page shows.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::rows::{parse_time, phrase, when};
+use super::words::parse_time;
 use crate::detect::Stance;
 use crate::projections::TimelinePoint;
 
-pub(super) const TIMELINE_WIDTH: f64 = 640.0;
+pub const TIMELINE_WIDTH: f64 = 640.0;
 
 /// A stance's history as bars along a time axis, in SVG user units.
 #[derive(Debug, Serialize)]
@@ -33,7 +34,7 @@ pub struct Segment {
 
 /// Draws the changes of one pair (oldest first) on an axis from `axis_start` (or its
 /// first change) up to `now`; pairs of one topic share an axis, so they line up.
-pub(super) fn timeline(
+pub fn timeline(
     label: String,
     points: &[&TimelinePoint],
     axis_start: Option<DateTime<Utc>>,
@@ -68,7 +69,10 @@ pub(super) fn timeline(
             title: format!(
                 "{} from {}{}",
                 phrase(point.to),
-                when(&point.at),
+                parse_time(&point.at).map_or_else(
+                    || point.at.clone(),
+                    |t| t.format("%Y-%m-%d %H:%M UTC").to_string()
+                ),
                 times
                     .get(i + 1)
                     .map(|t| format!(" to {}", t.format("%Y-%m-%d %H:%M UTC")))
@@ -85,6 +89,14 @@ pub(super) fn timeline(
         start: start.format("%Y-%m-%d").to_string(),
         end: end.format("%Y-%m-%d").to_string(),
     })
+}
+
+fn phrase(stance: Stance) -> &'static str {
+    match stance {
+        Stance::Support => "supports",
+        Stance::Oppose => "opposes",
+        Stance::Neutral => "neutral",
+    }
 }
 
 fn round(x: f64) -> f64 {
