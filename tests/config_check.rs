@@ -215,3 +215,31 @@ fn a_postgres_database_is_checked_and_refused_clearly_where_sqlite_is_still_need
     // Nothing was created where a URL was once taken for a path.
     assert!(!dir.path().join("postgres:").exists());
 }
+
+#[test]
+fn a_subscribers_unknown_time_zone_is_an_error_at_its_line() {
+    let dir = Dir::new();
+    dir.config(
+        &[],
+        "[[subscriber]]\nemail = \"ana@example.org\"\ntopics = [\"us-mx-security\"]\ntz = \"America/Mexico_City\"\n\n\
+         [[subscriber]]\nemail = \"luis@example.org\"\ntopics = [\"us-mx-security\"]\ntz = \"Mars/Olympus_Mons\"\n",
+    );
+    let text = std::fs::read_to_string(dir.join("vigia.toml")).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("Mars/Olympus_Mons"))
+        .unwrap()
+        + 1;
+    let out = vigia(&["--config", "vigia.toml", "check"], &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("vigia.toml:{line}:")) && stderr.contains("unknown time zone"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("time zone").count(),
+        1,
+        "the valid zone passes: {stderr}"
+    );
+}

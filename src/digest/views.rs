@@ -136,6 +136,25 @@ fn held(stance: Stance) -> &'static str {
     }
 }
 
+/// Longest a headline, a sentence or an outlet's name runs in a digest: text from a
+/// feed is already clipped at ingestion, but a digest is read on a phone.
+const MAX_TITLE_CHARS: usize = 300;
+const MAX_SENTENCE_CHARS: usize = 600;
+const MAX_OUTLET_CHARS: usize = 80;
+
+/// Feed text as a digest shows it: invisible format characters (bidi overrides,
+/// zero-width) dropped, and cut at `max` characters with an ellipsis.
+pub fn bounded(text: &str, max: usize) -> String {
+    let visible: String = text
+        .chars()
+        .filter(|c| !crate::feed::is_invisible_format(*c))
+        .collect();
+    match visible.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", visible[..cut].trim_end()),
+        None => visible,
+    }
+}
+
 /// The home of a story's outlet: its link's scheme and host.
 fn outlet_home(url: Option<&str>) -> Option<String> {
     let url = url::Url::parse(safe_url(url)?.as_str()).ok()?;
@@ -194,6 +213,10 @@ pub(super) fn change_view(
         .collect();
     let at = parse_time(&c.at);
     let before = history.iter().rev().find(|h| h.seq < c.seq);
+    let (actor, issue) = (
+        bounded(&actor, MAX_OUTLET_CHARS),
+        bounded(&issue, MAX_OUTLET_CHARS),
+    );
     let (subject, lead) = match (&c.from, before) {
         (Some(from), before) => {
             let was = match before.and_then(|b| parse_time(&b.at).map(|t| (b, t))) {
@@ -232,9 +255,10 @@ pub(super) fn change_view(
         first_reading: c.from.is_none(),
         at: full_time_of(&c.at, clock.tz),
         outlets: named_list(c.evidence.iter().map(|e| {
-            e.outlet
-                .clone()
-                .unwrap_or_else(|| "an unnamed outlet".to_string())
+            e.outlet.as_deref().map_or_else(
+                || "an unnamed outlet".to_string(),
+                |o| bounded(o, MAX_OUTLET_CHARS),
+            )
         })),
         evidence: c
             .evidence
@@ -242,8 +266,8 @@ pub(super) fn change_view(
             .map(|e| EvidenceView {
                 repeat: false,
                 story: e.story.clone(),
-                title: e.title.clone(),
-                outlet: e.outlet.clone(),
+                title: bounded(&e.title, MAX_TITLE_CHARS),
+                outlet: e.outlet.as_deref().map(|o| bounded(o, MAX_OUTLET_CHARS)),
                 outlet_url: outlet_home(e.url.as_deref()),
                 published: e.published.as_deref().map(|p| full_time_of(p, clock.tz)),
                 ago: e
@@ -253,7 +277,7 @@ pub(super) fn change_view(
                     .map(|t| ago(t, clock.now)),
                 url: safe_url(e.url.as_deref()),
                 show_sentence: adds_to(&e.sentence, &e.title),
-                sentence: e.sentence.clone(),
+                sentence: bounded(&e.sentence, MAX_SENTENCE_CHARS),
             })
             .collect(),
         page,
@@ -357,8 +381,8 @@ pub(super) fn stories(
     .map(|(i, copies)| {
         let r = &rows[i];
         StoryView {
-            title: r.1.clone(),
-            outlet: r.4.clone(),
+            title: bounded(&r.1, MAX_TITLE_CHARS),
+            outlet: r.4.as_deref().map(|o| bounded(o, MAX_OUTLET_CHARS)),
             outlet_url: outlet_home(r.3.as_deref()),
             published: r.5.as_deref().map(|p| full_time_of(p, clock.tz)),
             url: safe_url(r.3.as_deref()),
@@ -368,4 +392,44 @@ pub(super) fn stories(
     .collect();
     out.truncate(MAX_STORIES);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_text_in_a_digest_is_visible_and_bounded() {
+        let long = "x".repeat(10_000);
+        let cut = bounded(&long, MAX_TITLE_CHARS);
+        assert_eq!(cut.chars().count(), MAX_TITLE_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(
+            bounded("M\u{e9}xico\u{202E}\u{200B} rechaza", 50),
+            "M\u{e9}xico rechaza"
+        );
+        assert_eq!(bounded("ñandú", 3), "ñan…");
+    }
+
+    #[test]
+    fn a_sentence_adds_to_a_headline_only_when_it_says_more() {
+        assert!(!adds_to("Mexico rejects raids.", "Mexico rejects raids"));
+        assert!(!adds_to(
+            "mexico rejects raids",
+            "Mexico rejects raids, minister says"
+        ));
+        assert!(adds_to(
+            "The minister said Mexico would not allow it.",
+            "Mexico rejects raids"
+        ));
+        assert_eq!(
+            named_list(["A".to_string(), "B".into(), "A".into(), "C".into()]),
+            "A, B and C"
+        );
+        assert_eq!(
+            outlet_home(Some("https://news.example.org/a/b?c=d")).as_deref(),
+            Some("https://news.example.org/")
+        );
+        assert_eq!(outlet_home(Some("javascript:alert(1)")), None);
+    }
 }
