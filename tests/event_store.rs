@@ -15,7 +15,7 @@ use vigia::store::{ExpectedVersion, NewEvent, OpenOptions, SqliteStore, StoreErr
 
 use crate::util::{explain, vigia, vigia_ok, Dir};
 
-fn polled(feed: &str, n: u32) -> Event {
+pub(crate) fn polled(feed: &str, n: u32) -> Event {
     Event::FeedPolled(FeedPolled {
         feed: feed.into(),
         url: format!("http://127.0.0.1/{feed}.xml"),

@@ -1,0 +1,334 @@
+//! The PostgreSQL store on its own (the `postgres` feature, `$VIGIA_TEST_POSTGRES`):
+//! passwords from the config and TLS over TCP, clear one-line errors from `vigia
+//! check`, a database from a newer vigia refused.
+//!
+//! The TCP tests log in as a role with a password (`pg_hba.conf` asks for one over
+//! TCP): the role is created here, once per run, by the admin connection (which
+//! `.ci/run` gives CREATEROLE). TLS is the server's own: Debian's cluster has
+//! `ssl = on` with the snakeoil certificate (CN and DNS name `localhost`).
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use vigia::config::PostgresDatabase;
+use vigia::store::{EventStore, NewEvent, PgStore, StoreError};
+
+use crate::conformance::{admin, database_url, new_database};
+use crate::event_store::polled;
+use crate::util::{Dir, VIGIA};
+
+/// The certificate Debian's cluster serves.
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+const ROLE: &str = "vigia_test_password";
+
+/// The password of the test role, made (or reset) once per run.
+fn role_password() -> &'static str {
+    static PASSWORD: OnceLock<String> = OnceLock::new();
+    PASSWORD.get_or_init(|| {
+        let password = format!(
+            "pw-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let (_, mut admin) = admin();
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&ROLE])
+            .unwrap()
+            .is_some();
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        admin
+            .batch_execute(&format!("{verb} ROLE {ROLE} LOGIN PASSWORD '{password}'"))
+            .unwrap();
+        password
+    })
+}
+
+/// A fresh database (`{prefix}_{pid}`) the test role may create its tables in.
+fn database_for_role(prefix: &str) -> String {
+    role_password();
+    let (name, url) = new_database(prefix);
+    let mut owner = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    owner
+        .batch_execute(&format!("GRANT ALL ON SCHEMA public TO {ROLE}"))
+        .unwrap();
+    name
+}
+
+fn drop_database(name: &str) {
+    let (_, mut admin) = admin();
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
+
+/// The test role's URL over TCP (the port the admin URL names, else 5432), without
+/// its password, with `query` appended.
+fn tcp_url(host: &str, database: &str, query: &str) -> String {
+    let (admin_url, _) = admin();
+    let port = url::Url::parse(&admin_url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(5432);
+    format!("postgres://{ROLE}@{host}:{port}/{database}{query}")
+}
+
+fn with_password(url: &str) -> PostgresDatabase {
+    PostgresDatabase {
+        url: url.replacen(
+            &format!("{ROLE}@"),
+            &format!("{ROLE}:{}@", role_password()),
+            1,
+        ),
+        password: None,
+    }
+}
+
+/// `vigia` with extra environment variables; the output whatever the status.
+fn vigia_with(dir: &Dir, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(VIGIA);
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("VIGIA_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("running vigia")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config whose database is `database` (the `[daemon]` keys after it as written).
+fn pg_config(dir: &Dir, database: &str, more: &str) -> String {
+    dir.write(
+        "pg.toml",
+        &format!(
+            "[daemon]\ndatabase = \"{database}\"\n{more}\n\n[mail]\ntransport = \"file\"\ndir = \"outbox\"\nfrom = \"vigia <vigia@example.org>\"\n\n[[topic]]\nid = \"us-mx-security\"\nname = \"US–Mexico security\"\n"
+        ),
+    )
+    .to_str()
+    .unwrap()
+    .to_string()
+}
+
+/// `sslmode=require` encrypts (as the server's own statistics say) without checking
+/// the certificate; no sslmode and `disable` do not encrypt; `verify-full` refuses the
+/// self-signed snakeoil certificate against webpki's roots, and against itself as the
+/// root when the host name does not match; `verify-ca` accepts it as the root.
+#[test]
+fn tls_is_used_as_the_url_asks() {
+    let db = database_for_role("vigia_pg_tls");
+    let encrypted = |host: &str, query: &str| -> Result<bool, StoreError> {
+        PgStore::inspect(&with_password(&tcp_url(host, &db, query))).map(|s| s.encrypted)
+    };
+    assert!(encrypted("127.0.0.1", "?sslmode=require").unwrap());
+    assert!(encrypted("127.0.0.1", "?sslmode=prefer").unwrap());
+    assert!(!encrypted("127.0.0.1", "").unwrap());
+    assert!(!encrypted("127.0.0.1", "?sslmode=disable").unwrap());
+
+    // The store itself works over TLS (its schema, an append, the listener).
+    let store = PgStore::open(&with_password(&tcp_url(
+        "127.0.0.1",
+        &db,
+        "?sslmode=require",
+    )))
+    .unwrap();
+    let appended = store
+        .append(vec![NewEvent::new("tls", polled("a", 1))])
+        .unwrap();
+    assert_eq!(
+        store.read_stream("tls").unwrap()[0].seq,
+        appended[0].event().seq
+    );
+    drop(store);
+
+    let refused = encrypted("127.0.0.1", "?sslmode=verify-full").unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, StoreError::PgConnect { .. }),
+        "{refused:?}"
+    );
+    assert!(
+        message.contains("sslmode=verify-full") && message.contains("certificate"),
+        "{message}"
+    );
+    assert!(!message.contains(role_password()), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+
+    let root = format!("&sslrootcert={SNAKEOIL}");
+    assert!(
+        std::path::Path::new(SNAKEOIL).is_file(),
+        "{SNAKEOIL}: Debian's PostgreSQL serves it (package ssl-cert)"
+    );
+    let wrong_name = encrypted("127.0.0.1", &format!("?sslmode=verify-full{root}")).unwrap_err();
+    assert!(
+        wrong_name.to_string().contains("not valid for name"),
+        "{wrong_name}"
+    );
+    assert!(encrypted("127.0.0.1", &format!("?sslmode=verify-ca{root}")).unwrap());
+    assert!(encrypted("localhost", &format!("?sslmode=verify-full{root}")).unwrap());
+    drop_database(&db);
+}
+
+/// The password comes from `database_password_env` or `_file` when one is named (over
+/// the URL's own), else from the URL; `vigia check` connects with it and shows it
+/// nowhere, nor a wrong one in its one-line error (exit 2).
+#[test]
+fn the_password_comes_from_the_config_and_is_never_shown() {
+    let db = database_for_role("vigia_pg_password");
+    let dir = Dir::new();
+    let password = role_password();
+    let check = |config: &str, env: &[(&str, &str)]| {
+        let out = vigia_with(&dir, &["--config", config, "check"], env);
+        let (stdout, stderr) = text(&out);
+        assert!(
+            !stdout.contains(password) && !stderr.contains(password),
+            "{stdout}{stderr}"
+        );
+        (out.status.code(), stdout, stderr)
+    };
+
+    // From the environment, over a wrong password in the URL.
+    let url = tcp_url("127.0.0.1", &db, "?sslmode=require").replacen(
+        &format!("{ROLE}@"),
+        &format!("{ROLE}:wrong-in-url@"),
+        1,
+    );
+    let config = pg_config(
+        &dir,
+        &url,
+        "database_password_env = \"VIGIA_TEST_PG_PASSWORD\"",
+    );
+    let (code, stdout, stderr) = check(&config, &[("VIGIA_TEST_PG_PASSWORD", password)]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("connected over TLS"), "{stdout}");
+    assert!(!stdout.contains("wrong-in-url"), "{stdout}");
+
+    // A wrong one: a clear line, exit 2, the attempt not shown either.
+    let (code, stdout, stderr) = check(
+        &config,
+        &[("VIGIA_TEST_PG_PASSWORD", "not-the-password-42")],
+    );
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-password-42"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // From a file (its final newline is not part of it).
+    dir.write("pg-password", &format!("{password}\n"));
+    let config = pg_config(
+        &dir,
+        &tcp_url("127.0.0.1", &db, ""),
+        "database_password_file = \"pg-password\"",
+    );
+    let (code, stdout, stderr) = check(&config, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("not encrypted"), "{stdout}");
+
+    // In the URL: used, and shown as ***.
+    let config = pg_config(&dir, &with_password(&tcp_url("127.0.0.1", &db, "")).url, "");
+    let (code, stdout, stderr) = check(&config, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(":***@"), "{stdout}");
+
+    // The store itself takes the password from the config's secret.
+    std::env::set_var("VIGIA_TEST_PG_PASSWORD_LIB", password);
+    let store = PgStore::open(&PostgresDatabase {
+        url: tcp_url("127.0.0.1", &db, ""),
+        password: Some(vigia::config::Secret::Env(
+            "VIGIA_TEST_PG_PASSWORD_LIB".into(),
+        )),
+    })
+    .unwrap();
+    assert_eq!(store.head().unwrap(), 0);
+    drop(store);
+    drop_database(&db);
+}
+
+/// `vigia check` connects: an unreachable server, a missing database and a database
+/// written by a newer vigia are each one clear line and exit 2; the store refuses the
+/// newer schema on connect, in SQLite's words.
+#[test]
+fn check_reports_what_stops_a_connection_in_one_line() {
+    let (admin_url, _) = admin();
+    let dir = Dir::new();
+    let one_line_refusal = |database: &str, says: &str| {
+        let config = pg_config(&dir, database, "");
+        let out = vigia_with(&dir, &["--config", &config, "check"], &[]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+
+    let (_closed, port) = crate::util::refused_port();
+    one_line_refusal(
+        &format!("postgres://vigia:s3cret@127.0.0.1:{port}/vigia"),
+        "cannot connect to PostgreSQL at vigia@127.0.0.1",
+    );
+    let config = pg_config(
+        &dir,
+        &format!("postgres://vigia:s3cret@127.0.0.1:{port}/vigia"),
+        "",
+    );
+    let (_, stderr) = text(&vigia_with(&dir, &["--config", &config, "check"], &[]));
+    assert!(
+        stderr.contains("refused") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+
+    let missing = format!("vigia_pg_missing_{}", std::process::id());
+    one_line_refusal(
+        &database_url(&admin_url, &missing),
+        &format!("database \"{missing}\" does not exist"),
+    );
+
+    let (name, url) = new_database("vigia_pg_newer");
+    drop(PgStore::connect(&url).unwrap());
+    let config = pg_config(&dir, &url, "");
+    let out = vigia_with(&dir, &["--config", &config, "check"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    // A step this build does not know, as a newer vigia would have recorded it.
+    let mut direct = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let known: i64 = direct
+        .query_one("SELECT COUNT(*) FROM vigia_schema", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        text(&out).0.contains(&format!("schema {known} of {known}")),
+        "{:?}",
+        text(&out)
+    );
+    direct
+        .execute(
+            "INSERT INTO vigia_schema (version) VALUES ($1)",
+            &[&(known as i32 + 1)],
+        )
+        .unwrap();
+    drop(direct);
+    let newer = known + 1;
+    one_line_refusal(
+        &url,
+        &format!("was written by a newer vigia (schema {newer}, this build knows up to {known}); upgrade vigia to open it"),
+    );
+    match PgStore::connect(&url) {
+        Err(StoreError::TooNewPostgres {
+            found, known: k, ..
+        }) => {
+            assert_eq!((found, k as i64), (newer, known))
+        }
+        Err(other) => panic!("expected TooNewPostgres, got {other:?}"),
+        Ok(_) => panic!("a database from a newer vigia was opened"),
+    }
+    drop_database(&name);
+}
