@@ -1,6 +1,7 @@
 //! The PostgreSQL store on its own (the `postgres` feature, `$VIGIA_TEST_POSTGRES`):
 //! passwords from the config and TLS over TCP, clear one-line errors from `vigia
-//! check`, a database from a newer vigia refused.
+//! check`, a database from a newer vigia refused, `vigia migrate` from PostgreSQL back
+//! to SQLite.
 //!
 //! The TCP tests log in as a role with a password (`pg_hba.conf` asks for one over
 //! TCP): the role is created here, once per run, by the admin connection (which
@@ -11,10 +12,11 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use vigia::config::PostgresDatabase;
-use vigia::store::{EventStore, NewEvent, PgStore, StoreError};
+use vigia::projections;
+use vigia::store::{EventStore, NewEvent, PgStore, SqliteStore, StoreError};
 
-use crate::conformance::{admin, database_url, new_database};
-use crate::event_store::polled;
+use crate::conformance::{admin, assert_same_events, database_url, new_database};
+use crate::event_store::{polled, projection_snapshot, varied_log};
 use crate::util::{Dir, VIGIA};
 
 /// The certificate Debian's cluster serves.
@@ -329,6 +331,69 @@ fn check_reports_what_stops_a_connection_in_one_line() {
         }
         Err(other) => panic!("expected TooNewPostgres, got {other:?}"),
         Ok(_) => panic!("a database from a newer vigia was opened"),
+    }
+    drop_database(&name);
+}
+
+/// SQLite → PostgreSQL → SQLite with `vigia migrate`: the same events (payloads
+/// compared as values: jsonb orders keys its own way) and the same projection rows as
+/// the original; a target that holds events is refused.
+#[test]
+fn migrate_round_trip_through_postgres_keeps_events_and_projections() {
+    let (name, url) = new_database("vigia_pg_round_trip");
+
+    let dir = Dir::new();
+    let store = SqliteStore::open(&dir.db()).unwrap();
+    varied_log(&store, 300);
+    projections::catch_up(&store).unwrap();
+    let sqlite_config = dir.config(&[("a", "http://127.0.0.1:9/a.xml".to_string())], "");
+    let (sqlite_config, db) = (sqlite_config.to_str().unwrap(), dir.db());
+    let to_pg = [
+        "--config",
+        sqlite_config,
+        "--db",
+        db.to_str().unwrap(),
+        "migrate",
+        "--to",
+        &url,
+    ];
+    let out = vigia_with(&dir, &to_pg, &[]);
+    assert!(
+        text(&out).0.contains("copied 300 events"),
+        "{:?}",
+        text(&out)
+    );
+
+    let pg_config = pg_config(&dir, &url, "");
+    let back = dir.path().join("back").join("vigia.db");
+    let to_sqlite = [
+        "--config",
+        pg_config.as_str(),
+        "migrate",
+        "--to",
+        back.to_str().unwrap(),
+    ];
+    let out = vigia_with(&dir, &to_sqlite, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("copied 300 events"), "{stdout}");
+    assert!(stdout.contains("rebuilt"), "{stdout}");
+
+    assert_same_events(
+        &store.read_from(0, usize::MAX, None).unwrap(),
+        &SqliteStore::open(&back)
+            .unwrap()
+            .read_from(0, usize::MAX, None)
+            .unwrap(),
+    );
+    assert_eq!(projection_snapshot(&dir.db()), projection_snapshot(&back));
+
+    // Neither direction copies into a log that holds events.
+    for args in [&to_pg[..], &to_sqlite[..]] {
+        let again = vigia_with(&dir, args, &[]);
+        let (stdout, stderr) = text(&again);
+        assert_eq!(again.status.code(), Some(2), "{stdout}{stderr}");
+        assert!(stderr.contains("already holds events"), "{stderr}");
     }
     drop_database(&name);
 }
