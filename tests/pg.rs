@@ -1,15 +1,17 @@
 //! The PostgreSQL store on its own (the `postgres` feature, `$VIGIA_TEST_POSTGRES`):
 //! passwords from the config and TLS over TCP, clear one-line errors from `vigia
 //! check`, a database from a newer vigia refused, `vigia migrate` from PostgreSQL back
-//! to SQLite.
+//! to SQLite, and the building blocks for several daemons (feed leases, leadership).
 //!
 //! The TCP tests log in as a role with a password (`pg_hba.conf` asks for one over
 //! TCP): the role is created here, once per run, by the admin connection (which
 //! `.ci/run` gives CREATEROLE). TLS is the server's own: Debian's cluster has
 //! `ssl = on` with the snakeoil certificate (CN and DNS name `localhost`).
 
+use std::collections::HashMap;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use vigia::config::PostgresDatabase;
 use vigia::projections;
@@ -395,5 +397,162 @@ fn migrate_round_trip_through_postgres_keeps_events_and_projections() {
         assert_eq!(again.status.code(), Some(2), "{stdout}{stderr}");
         assert!(stderr.contains("already holds events"), "{stderr}");
     }
+    drop_database(&name);
+}
+
+/// A fresh database for the several-daemons tests and `n` handles on it (each its own
+/// connection, as daemons have).
+fn handles(prefix: &str, n: usize) -> (String, Vec<PgStore>) {
+    let (name, url) = new_database(prefix);
+    let stores = (0..n).map(|_| PgStore::connect(&url).unwrap()).collect();
+    (name, stores)
+}
+
+fn feeds(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("feed-{i:02}")).collect()
+}
+
+/// Claimers on several connections, claiming at the same moment, over a few feeds
+/// with short leases: each takes what it can, then either releases it after a moment
+/// or lets it lapse (so the next round races for expired rows). No feed is ever taken while another
+/// claimer's lease on it can still be running: each claimer believes it holds a feed
+/// until its call began plus the ttl, which ends no later than the server's lease.
+#[test]
+fn a_lease_is_held_by_one_holder_at_a_time() {
+    const CLAIMERS: usize = 4;
+    let ttl = Duration::from_millis(100);
+    let (name, stores) = handles("vigia_pg_leases", CLAIMERS);
+    let all = feeds(6);
+    let owners: Arc<Mutex<HashMap<String, (usize, Instant)>>> = Default::default();
+    let barrier = Arc::new(Barrier::new(CLAIMERS));
+    let threads: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(me, store)| {
+            let (owners, barrier, all) = (owners.clone(), barrier.clone(), all.clone());
+            std::thread::spawn(move || {
+                let holder = format!("daemon-{me}");
+                let mut taken = 0;
+                barrier.wait();
+                for round in 0..30 {
+                    // All claim at once: the race the row locks must settle.
+                    barrier.wait();
+                    let asked = Instant::now();
+                    let got = store.take_leases(&holder, &all, ttl, 3).unwrap();
+                    assert!(got.len() <= 3, "{got:?}");
+                    let now = Instant::now();
+                    for feed in &got {
+                        let mut owners = owners.lock().unwrap();
+                        if let Some((other, until)) = owners.get(feed) {
+                            assert!(
+                                *other == me || *until <= now,
+                                "{feed}: daemon-{me} took it while daemon-{other}'s lease ran"
+                            );
+                        }
+                        owners.insert(feed.clone(), (me, asked + ttl));
+                    }
+                    taken += got.len();
+                    std::thread::sleep(Duration::from_millis(5));
+                    if round % 2 == 0 {
+                        let mut owners = owners.lock().unwrap();
+                        for feed in &got {
+                            if owners.get(feed).is_some_and(|(owner, _)| *owner == me) {
+                                owners.remove(feed);
+                            }
+                        }
+                        // Fewer if a slow round let a lease lapse and another took it.
+                        let released = store.release_leases(&holder, &got).unwrap();
+                        assert!(released <= got.len() as u64);
+                    } else {
+                        // Let every lease lapse: the next round claims expired rows.
+                        std::thread::sleep(ttl);
+                    }
+                }
+                taken
+            })
+        })
+        .collect();
+    let taken: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(taken > 0);
+    drop_database(&name);
+}
+
+/// A lease is its holder's until it expires (renewable meanwhile); then another holder
+/// takes it, and the first can no longer renew it.
+#[test]
+fn an_expired_lease_goes_to_another_holder() {
+    let (name, stores) = handles("vigia_pg_expiry", 2);
+    let (a, b) = (&stores[0], &stores[1]);
+    let feed = vec!["feed-x".to_string()];
+    let short = Duration::from_millis(1500);
+    assert_eq!(a.take_leases("a", &feed, short, 5).unwrap(), feed);
+    assert!(b.take_leases("b", &feed, short, 5).unwrap().is_empty());
+    assert!(b.renew_leases("b", &feed, short).unwrap().is_empty());
+    assert_eq!(a.renew_leases("a", &feed, short).unwrap(), feed);
+    // Taking again what one holds renews it (and counts towards max).
+    assert_eq!(a.take_leases("a", &feed, short, 1).unwrap(), feed);
+    std::thread::sleep(short + Duration::from_millis(300));
+    assert_eq!(b.take_leases("b", &feed, short, 5).unwrap(), feed);
+    assert!(a.renew_leases("a", &feed, short).unwrap().is_empty());
+    assert_eq!(a.release_leases("a", &feed).unwrap(), 0);
+    assert_eq!(b.release_leases("b", &feed).unwrap(), 1);
+    // Released: free at once.
+    assert_eq!(a.take_leases("a", &feed, short, 5).unwrap(), feed);
+    // `max` caps what one claim takes.
+    let many = feeds(6);
+    assert_eq!(b.take_leases("b", &many, short, 2).unwrap().len(), 2);
+    drop(stores);
+    drop_database(&name);
+}
+
+/// One leader at a time; when the leader's handle is dropped, or its connection is
+/// killed, another takes over within seconds.
+#[test]
+fn leadership_is_exclusive_and_passes_on() {
+    let (name, stores) = handles("vigia_pg_leader", 3);
+    let first = stores[0]
+        .try_lead("first")
+        .unwrap()
+        .expect("no one leads yet");
+    assert!(first.is_held());
+    assert!(stores[1].try_lead("second").unwrap().is_none());
+    assert!(stores[0].try_lead("first-again").unwrap().is_none());
+
+    let takes_over = |store: &PgStore, holder: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(leader) = store.try_lead(holder).unwrap() {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "{holder} never took over");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    drop(first);
+    let second = takes_over(&stores[1], "second");
+    assert!(stores[2].try_lead("third").unwrap().is_none());
+
+    // The leader's session killed (as a crash or a lost network would end it).
+    let (_, mut admin) = admin();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'vigia leader second'",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    let third = takes_over(&stores[2], "third");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while second.is_held() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed leader still thinks it leads"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(third.is_held());
+    drop((second, third, stores));
     drop_database(&name);
 }

@@ -2,10 +2,11 @@
 //! (expected versions, idempotency returning the original, all-or-nothing batches,
 //! UPDATE/DELETE/TRUNCATE refused by triggers), so `tests/conformance.rs` runs on it
 //! unchanged. `connect.rs` opens every connection (the config's password, TLS with
-//! rustls as `sslmode` asks, errors without the password). A database whose schema
-//! has more steps than this build knows is refused on connect, as on SQLite. Still to
-//! come (issue 16): `vigia migrate` from PostgreSQL, leases between daemons, and the
-//! projections here.
+//! rustls as `sslmode` asks, errors without the password); `leases.rs` holds the
+//! building blocks for several daemons (feed leases, leadership). A database whose
+//! schema has more steps than this build knows is refused on connect, as on SQLite.
+//! `vigia migrate` copies a log in or out. Still to come (issue 16): the projections
+//! here, and the daemon wired to the leases and leadership.
 //!
 //! Global order a follower can trust: in PostgreSQL a transaction can take a lower
 //! `seq` and commit after one that took a higher, and a reader that moved past the
@@ -20,6 +21,7 @@
 //! for other daemons' appends (`listen_for_appends`).
 
 mod connect;
+mod leases;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -31,10 +33,14 @@ use tokio::sync::watch;
 use super::{now_rfc3339, Appended, EventStore, NewEvent, StoreError, StoredEvent};
 use crate::config::PostgresDatabase;
 use connect::Connector;
+pub use leases::Leadership;
 
 /// The schema, one step per file in `migrations/postgres/`; shipped steps are never
 /// edited.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_events.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_events.sql"),
+    include_str!("../../../migrations/postgres/0002_feed_leases.sql"),
+];
 
 /// The advisory lock key that serialises appends (and migrations): "vigia" in ASCII.
 const LOG_LOCK: i64 = 0x0076_6967_6961;
