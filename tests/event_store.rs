@@ -15,7 +15,7 @@ use vigia::store::{ExpectedVersion, NewEvent, OpenOptions, SqliteStore, StoreErr
 
 use crate::util::{explain, vigia, vigia_ok, Dir};
 
-fn polled(feed: &str, n: u32) -> Event {
+pub(crate) fn polled(feed: &str, n: u32) -> Event {
     Event::FeedPolled(FeedPolled {
         feed: feed.into(),
         url: format!("http://127.0.0.1/{feed}.xml"),
@@ -305,7 +305,7 @@ fn subscribers_see_the_head_move() {
     assert_eq!(read[0].decode().unwrap(), polled("a", 1));
 }
 
-fn projection_snapshot(path: &std::path::Path) -> Vec<(String, Vec<String>)> {
+pub(crate) fn projection_snapshot(path: &std::path::Path) -> Vec<(String, Vec<String>)> {
     let conn = Connection::open(path).unwrap();
     let mut out = Vec::new();
     for projection in projections::all() {
@@ -680,11 +680,10 @@ fn a_database_in_a_read_only_place_is_a_clear_error() {
     assert!(err.to_string().contains("/sys/vigia.db"), "{err}");
 }
 
-#[test]
-fn migrate_copies_the_log_exactly_and_rebuilds_the_same_projections() {
-    let dir = Dir::new();
-    let store = SqliteStore::open(&dir.db()).unwrap();
-    for i in 0..300u32 {
+/// `n` events of every kind the projections read, on three feeds, each with an
+/// idempotency key: a log worth copying.
+pub(crate) fn varied_log(store: &SqliteStore, n: u32) {
+    for i in 0..n {
         let feed = ["a", "b", "c"][(i % 3) as usize];
         let id = format!("{feed}-{}", i % 40);
         let event = match i % 6 {
@@ -702,6 +701,13 @@ fn migrate_copies_the_log_exactly_and_rebuilds_the_same_projections() {
             ])
             .unwrap();
     }
+}
+
+#[test]
+fn migrate_copies_the_log_exactly_and_rebuilds_the_same_projections() {
+    let dir = Dir::new();
+    let store = SqliteStore::open(&dir.db()).unwrap();
+    varied_log(&store, 300);
     projections::catch_up(&store).unwrap();
     let config = dir.config(&[("a", "http://127.0.0.1:9/a.xml".to_string())], "");
     let config = config.to_str().unwrap();

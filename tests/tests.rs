@@ -14,6 +14,8 @@ mod event_store;
 mod ingest;
 mod layout;
 mod learned;
+#[cfg(feature = "postgres")]
+mod pg;
 mod regression;
 mod service;
 mod web;

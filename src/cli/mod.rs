@@ -60,9 +60,10 @@ pub enum Command {
     },
     /// Validate the config: a summary and exit 0, or every error and exit 2
     Check,
-    /// Copy the event log, in order and exactly, into an empty database: a SQLite file
-    /// path (its projections are then rebuilt) or a postgres:// URL (the log only: the
-    /// projections on PostgreSQL are still to come)
+    /// Copy the event log (the config's database, SQLite or PostgreSQL), in order and
+    /// exactly, into an empty database: a SQLite file path (its projections are then
+    /// rebuilt) or a postgres:// URL (the log only: the projections on PostgreSQL are
+    /// still to come)
     Migrate {
         /// The empty database to copy to
         #[arg(long, value_name = "URL_OR_PATH")]
@@ -239,7 +240,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Check => check(&config_path),
         Command::Run { once } => run_daemon(strict()?, *once),
         Command::Replay { reclassify } => with_store(&|c, s| replay(c, s, *reclassify)),
-        Command::Migrate { to } => with_store(&|_, s| migrate(s, to)),
+        // The one command that reads a PostgreSQL log: it opens its own source.
+        Command::Migrate { to } => migrate(&config()?, to),
         Command::Events {
             since,
             kind,
@@ -362,22 +364,46 @@ fn replay(config: &Config, store: &SqliteStore, reclassify: bool) -> Result<()> 
     Ok(())
 }
 
-/// `vigia migrate --to`: the log copied page by page into an empty database, then
-/// compared (count and last position) and, on SQLite, its projections rebuilt.
-fn migrate(source: &SqliteStore, to: &str) -> Result<()> {
+/// `vigia migrate --to`: the log copied page by page, from the config's database
+/// (SQLite or PostgreSQL) into an empty one of either kind, then compared (count and
+/// last position) and, on SQLite, its projections rebuilt.
+fn migrate(config: &Config, to: &str) -> Result<()> {
     use crate::store::EventStore;
     const PAGE: usize = 10_000;
+    let source: Box<dyn EventStore> = match &config.daemon.postgres {
+        Some(pg) => {
+            if pg.url == to {
+                return Err(UsageError("--to names the database being copied".into()).into());
+            }
+            Box::new(crate::store::PgStore::open(pg).context("opening the PostgreSQL log")?)
+        }
+        None => {
+            if std::path::Path::new(to) == config.daemon.database {
+                return Err(UsageError("--to names the database being copied".into()).into());
+            }
+            Box::new(open_store(config)?)
+        }
+    };
     let is_postgres = to.starts_with("postgres://") || to.starts_with("postgresql://");
+    // The target as messages name it: a URL without its password.
+    let shown = if is_postgres {
+        crate::config::PostgresDatabase {
+            url: to.to_string(),
+            password: None,
+        }
+        .shown()
+    } else {
+        to.to_string()
+    };
     let mut sqlite_target = None;
     let target: Box<dyn EventStore> = if is_postgres {
         Box::new(crate::store::PgStore::connect(to).context("opening the target database")?)
     } else if to.contains("://") {
+        let scheme = to.split("://").next().unwrap_or_default();
         return Err(UsageError(format!(
-            "--to {to:?}: a SQLite file path or a postgres:// URL"
+            "--to: a SQLite file path or a postgres:// URL, not a {scheme}:// URL"
         ))
         .into());
-    } else if std::path::Path::new(to) == source.path() {
-        return Err(UsageError("--to names the database being copied".into()).into());
     } else {
         let store =
             SqliteStore::open(std::path::Path::new(to)).context("opening the target database")?;
@@ -386,7 +412,7 @@ fn migrate(source: &SqliteStore, to: &str) -> Result<()> {
     };
     if target.head()? != 0 {
         return Err(UsageError(format!(
-            "--to {to:?} already holds events: migrate copies into an empty database only"
+            "--to {shown}: it already holds events; migrate copies into an empty database only"
         ))
         .into());
     }

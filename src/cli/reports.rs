@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::{SubscribersCommand, UsageError};
 use crate::config::{Config, MailTransport};
 use crate::projections::FeedHealth;
-use crate::store::SqliteStore;
+use crate::store::{PgStore, SqliteStore, StoreError};
 
 /// How `check` describes a topic's reader; a stale model adds a warning.
 fn reader_line(
@@ -59,6 +59,23 @@ fn web_line(web: Option<&crate::config::WebConfig>) -> String {
     )
 }
 
+/// How `check` describes a PostgreSQL database, once it has connected to it (an
+/// unreachable server, a refused password, a missing database or a schema from a
+/// newer vigia is an error); the password is never shown.
+fn postgres_line(pg: &crate::config::PostgresDatabase) -> Result<String, StoreError> {
+    let status = PgStore::inspect(pg)?;
+    let schema = if status.schema == 0 {
+        "no vigia schema yet: created at first use".to_string()
+    } else {
+        format!("schema {} of {}", status.schema, status.known)
+    };
+    Ok(format!(
+        "PostgreSQL {} (connected{}; {schema}; the log only in this build: run and the other commands need SQLite)",
+        pg.shown(),
+        if status.encrypted { " over TLS" } else { ", not encrypted" },
+    ))
+}
+
 pub(super) fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let mut warnings: Vec<String> = config.warnings.clone();
@@ -73,16 +90,15 @@ pub(super) fn check(path: &Path) -> Result<()> {
             Err(e) => return Err(UsageError(format!("{}: {e}", path.display())).into()),
         }
     }
+    let database = match &config.daemon.postgres {
+        Some(pg) => {
+            postgres_line(pg).map_err(|e| UsageError(format!("{}: {e}", path.display())))?
+        }
+        None => config.daemon.database.display().to_string(),
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: ok", path.display())?;
-    match &config.daemon.postgres {
-        Some(pg) => writeln!(
-            out,
-            "  database:    PostgreSQL {} (the log only in this build: run and the other commands need SQLite)",
-            pg.shown()
-        )?,
-        None => writeln!(out, "  database:    {}", config.daemon.database.display())?,
-    }
+    writeln!(out, "  database:    {database}")?;
     writeln!(
         out,
         "  feeds:       {} (default schedule \"{}\")",

@@ -7,6 +7,7 @@
 //! this module only checks that they are well formed.
 
 mod cron;
+mod database;
 mod recipients;
 mod secret;
 mod sections;
@@ -23,6 +24,7 @@ use toml::de::DeTable;
 
 use crate::detect::examples::{self, ExampleSet, ExamplesError};
 pub use cron::CronSchedule;
+pub use database::{error_chain, PgUrl, SslMode};
 use recipients::*;
 pub use recipients::{valid_address, valid_public_address};
 pub use secret::{check_key_strength, estimated_bits, Secret, WeakKey, MIN_KEY_BITS, MIN_KEY_LEN};

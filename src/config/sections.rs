@@ -249,7 +249,7 @@ fn read_database(
         );
         return (default, None);
     }
-    if let Err(e) = value.get_ref().parse::<postgres::Config>() {
+    if let Err(e) = super::PgUrl::parse(value.get_ref()) {
         diags.at(value.span(), format!("database: not a PostgreSQL URL: {e}"));
         return (default, None);
     }

@@ -23,6 +23,18 @@ pub enum StoreError {
         found: i64,
         known: usize,
     },
+    #[error("the database {database} was written by a newer vigia (schema {found}, this build knows up to {known}); upgrade vigia to open it")]
+    TooNewPostgres {
+        database: String,
+        found: i64,
+        known: usize,
+    },
+    #[error("cannot connect to PostgreSQL at {server} (sslmode={tls}): {reason}")]
+    PgConnect {
+        server: String,
+        tls: &'static str,
+        reason: String,
+    },
     #[error(
         "version conflict on stream {stream:?}: expected {expected}, the stream is at {actual}"
     )]

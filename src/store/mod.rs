@@ -8,7 +8,7 @@ mod error;
 mod postgres;
 mod sqlite;
 
-pub use self::postgres::PgStore;
+pub use self::postgres::{Leadership, PgStatus, PgStore};
 pub use error::StoreError;
 pub use sqlite::{append_in, stream_events, OpenOptions, SqliteStore};
 

@@ -1,8 +1,12 @@
 //! The event log in PostgreSQL: the same table and the same promises as SQLite's
 //! (expected versions, idempotency returning the original, all-or-nothing batches,
 //! UPDATE/DELETE/TRUNCATE refused by triggers), so `tests/conformance.rs` runs on it
-//! unchanged. This is the log alone: the projections, leases between daemons and
-//! `vigia migrate` are still to come (issue 16).
+//! unchanged. `connect.rs` opens every connection (the config's password, TLS with
+//! rustls as `sslmode` asks, errors without the password); `leases.rs` holds the
+//! building blocks for several daemons (feed leases, leadership). A database whose
+//! schema has more steps than this build knows is refused on connect, as on SQLite.
+//! `vigia migrate` copies a log in or out. Still to come (issue 16): the projections
+//! here, and the daemon wired to the leases and leadership.
 //!
 //! Global order a follower can trust: in PostgreSQL a transaction can take a lower
 //! `seq` and commit after one that took a higher, and a reader that moved past the
@@ -16,18 +20,27 @@
 //! runs each request in turn, like SQLite's writer thread; a second thread listens
 //! for other daemons' appends (`listen_for_appends`).
 
+mod connect;
+mod leases;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use super::{now_rfc3339, Appended, EventStore, NewEvent, StoreError, StoredEvent};
+use crate::config::PostgresDatabase;
+use connect::Connector;
+pub use leases::Leadership;
 
 /// The schema, one step per file in `migrations/postgres/`; shipped steps are never
 /// edited.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_events.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_events.sql"),
+    include_str!("../../../migrations/postgres/0002_feed_leases.sql"),
+];
 
 /// The advisory lock key that serialises appends (and migrations): "vigia" in ASCII.
 const LOG_LOCK: i64 = 0x0076_6967_6961;
@@ -46,33 +59,90 @@ pub struct PgStore {
 struct Inner {
     jobs: mpsc::Sender<Job>,
     head: watch::Sender<u64>,
+    connector: Arc<Connector>,
 }
 
-fn pg(e: postgres::Error) -> StoreError {
-    // The server's own message and SQLSTATE, without the connection string.
+/// What the server said, without the connection string: its own message and
+/// SQLSTATE, or the client's account of a failure below SQL (refused, timed out, TLS).
+fn server_says(e: &postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
-        None => StoreError::Postgres(e.to_string()),
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => crate::config::error_chain(e),
     }
 }
 
+fn pg(e: postgres::Error) -> StoreError {
+    StoreError::Postgres(server_says(&e))
+}
+
+/// What `vigia check` reports of a PostgreSQL database, found without writing to it.
+#[derive(Debug, Clone)]
+pub struct PgStatus {
+    /// `user@host:port/dbname`, without the password.
+    pub server: String,
+    /// Whether the session is encrypted (TLS).
+    pub encrypted: bool,
+    /// Schema steps applied (0: vigia has not written there yet).
+    pub schema: i64,
+    /// Schema steps this build knows.
+    pub known: usize,
+}
+
 impl PgStore {
-    /// Connects to `url` (`postgres://user@host:port/dbname`, or a key=value string)
-    /// and brings the schema up to date.
+    /// Connects to `url` (`postgres://user@host:port/dbname`, its password and TLS
+    /// options in the URL) and brings the schema up to date.
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let config: postgres::Config = url
-            .parse()
-            .map_err(|e: postgres::Error| StoreError::Postgres(format!("bad database URL: {e}")))?;
-        let config_for_listen = config.clone();
+        PgStore::start(Connector::new(url, None)?)
+    }
+
+    /// Connects to the config's database: the password from `database_password_env`
+    /// or `_file` when one is named, else the URL's.
+    pub fn open(db: &PostgresDatabase) -> Result<PgStore, StoreError> {
+        PgStore::start(Connector::for_database(db)?)
+    }
+
+    /// Connects and reads what `vigia check` shows, changing nothing: a database
+    /// written by a newer vigia is refused as `connect` would refuse it.
+    pub fn inspect(db: &PostgresDatabase) -> Result<PgStatus, StoreError> {
+        let connector = Connector::for_database(db)?;
+        let mut client = connector.connect()?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
+                        to_regclass('vigia_schema') IS NOT NULL",
+                &[],
+            )
+            .map_err(pg)?;
+        let (encrypted, has_schema): (bool, bool) =
+            (row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?);
+        let schema = if has_schema {
+            schema_version(&mut client)?
+        } else {
+            0
+        };
+        refuse_newer(connector.server(), schema)?;
+        Ok(PgStatus {
+            server: connector.server().to_string(),
+            encrypted,
+            schema,
+            known: MIGRATIONS.len(),
+        })
+    }
+
+    /// The connection's thread, started; answers once the schema is up to date.
+    fn start(connector: Connector) -> Result<PgStore, StoreError> {
+        let connector = Arc::new(connector);
+        let for_thread = connector.clone();
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::channel();
         std::thread::Builder::new()
             .name("vigia-store-postgres".into())
             .spawn(move || {
-                let mut client = match config.connect(NoTls).map_err(pg).and_then(|mut c| {
-                    migrate(&mut c)?;
+                let opened = for_thread.connect().and_then(|mut c| {
+                    migrate(&mut c, for_thread.server())?;
                     Ok(c)
-                }) {
+                });
+                let mut client = match opened {
                     Ok(mut c) => {
                         let head = head_seq(&mut c);
                         let _ = ready_tx.send(head);
@@ -92,8 +162,9 @@ impl PgStore {
         let inner = Arc::new(Inner {
             jobs,
             head: watch::channel(head).0,
+            connector,
         });
-        listen_for_appends(config_for_listen, Arc::downgrade(&inner));
+        listen_for_appends(inner.connector.clone(), Arc::downgrade(&inner));
         Ok(PgStore { inner })
     }
 
@@ -115,20 +186,31 @@ impl PgStore {
 
 /// Followers hear every daemon's appends, not only this handle's: each append
 /// transaction notifies `vigia_events` with its last position at commit, and a thread
-/// with a connection of its own listens. It stops when the store is dropped (checked
-/// every second) or its connection fails; `follow` then hears this handle's own
-/// appends only, as on SQLite, and a follower still misses nothing when it reads.
-fn listen_for_appends(config: postgres::Config, store: std::sync::Weak<Inner>) {
+/// with a connection of its own listens. It is listening when this returns, so an
+/// append made after `connect` returned is heard. It stops when the store is dropped
+/// (checked every second) or its connection fails; `follow` then hears this handle's
+/// own appends only, as on SQLite, and a follower still misses nothing when it reads.
+fn listen_for_appends(connector: Arc<Connector>, store: std::sync::Weak<Inner>) {
     use postgres::fallible_iterator::FallibleIterator;
+    let (listening_tx, listening) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("vigia-store-postgres-listen".into())
         .spawn(move || {
-            let Ok(mut client) = config.connect(NoTls) else {
-                return;
+            let started = connector.connect().and_then(|mut client| {
+                client.batch_execute("LISTEN vigia_events").map_err(pg)?;
+                Ok(client)
+            });
+            drop(connector);
+            let mut client = match started {
+                Ok(client) => {
+                    let _ = listening_tx.send(Ok(()));
+                    client
+                }
+                Err(e) => {
+                    let _ = listening_tx.send(Err(e));
+                    return;
+                }
             };
-            if client.batch_execute("LISTEN vigia_events").is_err() {
-                return;
-            }
             loop {
                 let mut notifications = client.notifications();
                 let mut arrived = notifications.timeout_iter(std::time::Duration::from_secs(1));
@@ -146,27 +228,27 @@ fn listen_for_appends(config: postgres::Config, store: std::sync::Weak<Inner>) {
                 }
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no thread to hear other daemons' appends");
+    let failed = match spawned {
+        Err(e) => Some(e.to_string()),
+        Ok(_) => match listening.recv() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("its thread stopped".to_string()),
+        },
+    };
+    if let Some(error) = failed {
+        tracing::warn!(%error, "not listening for other daemons' appends");
     }
 }
 
-fn migrate(client: &mut Client) -> Result<(), StoreError> {
+fn migrate(client: &mut Client, server: &str) -> Result<(), StoreError> {
     let mut tx = client.transaction().map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
         .map_err(pg)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS vigia_schema (version INTEGER NOT NULL)")
         .map_err(pg)?;
-    let current: i64 = tx
-        .query_one("SELECT COUNT(*) FROM vigia_schema", &[])
-        .map_err(pg)?
-        .get(0);
-    let known = MIGRATIONS.len() as i64;
-    if current > known {
-        return Err(StoreError::Postgres(format!(
-            "the database was written by a newer vigia (schema {current}, this build knows up to {known}); upgrade vigia to open it"
-        )));
-    }
+    let current = schema_version(&mut tx)?;
+    refuse_newer(server, current)?;
     for (step, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql).map_err(pg)?;
         tx.execute(
@@ -176,6 +258,29 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .map_err(pg)?;
     }
     tx.commit().map_err(pg)
+}
+
+/// The schema steps applied (one row each in `vigia_schema`).
+fn schema_version(client: &mut impl postgres::GenericClient) -> Result<i64, StoreError> {
+    client
+        .query_one("SELECT COUNT(*) FROM vigia_schema", &[])
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)
+}
+
+/// A schema with more steps than this build knows was written by a newer vigia,
+/// whose events and tables this one may misread: refused, as SQLite's store does.
+fn refuse_newer(server: &str, found: i64) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len();
+    if found > known as i64 {
+        return Err(StoreError::TooNewPostgres {
+            database: server.to_string(),
+            found,
+            known,
+        });
+    }
+    Ok(())
 }
 
 fn head_seq(client: &mut Client) -> Result<u64, StoreError> {
