@@ -170,6 +170,15 @@ impl Browser {
         );
     }
 
+    /// Runs a script in the page and returns its value.
+    fn script(&self, script: &str) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
     fn screenshot(&self, name: &str) -> std::path::PathBuf {
         let png = self.command("GET", "/screenshot", None);
         let bytes = base64::engine::general_purpose::STANDARD
@@ -212,9 +221,10 @@ fn a_browser_sees_the_stances_and_subscribes() {
         ("b", &TURN_B),
         ("d", &AGAIN_C),
     ]);
-    site.mail_for("control@example.org", 2);
+    let digests = site.mail_for("control@example.org", 2);
 
     let browser = Browser::start();
+    a_mail_client_shows_the_digest(&browser, &digests[1].raw);
     let base = format!("http://127.0.0.1:{}", site.port);
     browser.open(&format!("{base}/"));
     let table = browser.find("table.stances");
@@ -255,5 +265,70 @@ fn a_browser_sees_the_stances_and_subscribes() {
     assert_eq!(
         mail[0].header("Subject").as_deref(),
         Some("Confirm your vigia subscription")
+    );
+}
+
+/// The base64 body of the message part with this Content-ID.
+fn inline_part(raw: &str, cid: &str) -> Option<Vec<u8>> {
+    let section = raw.split(&format!("Content-ID: <{cid}>")).nth(1)?;
+    let body = section.split_once("\r\n\r\n")?.1;
+    let encoded: String = body
+        .lines()
+        .take_while(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .concat();
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+}
+
+/// Opens a digest's HTML part as a mail client shows it (its `cid:` pictures taken
+/// from the message's own parts), checks that the change and its timeline picture are
+/// there, and keeps a screenshot and the message itself (target/screenshots/digest.png
+/// and digest.eml, which .ci/run scores with SpamAssassin).
+fn a_mail_client_shows_the_digest(browser: &Browser, raw: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("digest.eml"), raw).unwrap();
+    let mut html = crate::digest::part(raw, "text/html");
+    let cids: Vec<String> = html
+        .split("src=\"cid:")
+        .skip(1)
+        .filter_map(|r| r.split('"').next().map(str::to_string))
+        .collect();
+    assert!(
+        !cids.is_empty(),
+        "the digest shows its timeline picture:\n{html}"
+    );
+    for cid in &cids {
+        let png = inline_part(raw, cid).unwrap_or_else(|| panic!("no part for cid:{cid}"));
+        assert!(png.starts_with(b"\x89PNG"), "cid:{cid} is a PNG");
+        let data = base64::engine::general_purpose::STANDARD.encode(&png);
+        html = html.replace(
+            &format!("cid:{cid}"),
+            &format!("data:image/png;base64,{data}"),
+        );
+    }
+    let page = dir.join("digest.html");
+    std::fs::write(&page, &html).unwrap();
+    browser.open(&format!("file://{}", page.display()));
+    let lead = browser.text(&browser.find("h2"));
+    assert!(
+        lead.contains("Mexico's government now supports US military action"),
+        "{lead}"
+    );
+    let drawn = browser
+        .script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0);");
+    assert_eq!(
+        drawn
+            .as_array()
+            .map(|a| a.iter().all(|v| v == &Value::Bool(true))),
+        Some(true),
+        "every picture is drawn: {drawn}"
+    );
+    let shot = browser.screenshot("digest.png");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a real picture"
     );
 }
