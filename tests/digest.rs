@@ -599,6 +599,9 @@ fn a_periodic_subscriber_gets_the_stories_when_the_schedule_is_due_and_nothing_w
         text.contains(REJECT_A.title),
         "the story since subscribing:\n{text}"
     );
+    // Under the issue it touches (a stance on US military action was read in it).
+    let heading = text.find("US military action:").expect(&text);
+    assert!(heading < text.find(REJECT_A.title).unwrap(), "{text}");
     assert!(
         got[0].header("Subject").unwrap().contains("1 new story"),
         "{:?}",

@@ -33,9 +33,9 @@ use crate::projections::{Outbox, StanceChange, Stances, SubscriberRow, Subscribe
 use crate::store::{NewEvent, SqliteStore, StoreError};
 
 pub use render::{template_environment, RenderError, Templates};
-use views::{change_view, stories, Clock};
+use views::{change_view, grouped, stories, Clock};
 pub use views::{
-    header_safe, safe_url, topic_names, ChangeView, ChartView, EvidenceView, StoryView,
+    header_safe, safe_url, topic_names, ChangeView, ChartView, EvidenceView, StoryGroup, StoryView,
 };
 
 /// Everything one digest says, before rendering.
@@ -46,6 +46,8 @@ pub struct Draft {
     pub headline: String,
     pub changes: Vec<ChangeView>,
     pub stories: Vec<StoryView>,
+    /// The same stories under the issue each touches.
+    pub story_groups: Vec<StoryGroup>,
     pub topics: String,
     pub mode: String,
     /// Where the templates send someone who wants to leave: the signed link where
@@ -141,7 +143,7 @@ pub fn draft_for(
         .flat_map(|c| c.evidence.iter().map(|e| e.article_id.clone()))
         .collect();
     let after = last_digest.clone().unwrap_or_else(|| since.to_string());
-    let stories = stories(conn, &topics, &after, &shown, clock)?;
+    let stories = stories(conn, config, &topics, &after, &shown, clock)?;
     if views.is_empty() && stories.is_empty() {
         return Ok(None);
     }
@@ -160,6 +162,7 @@ pub fn draft_for(
         subject: header_safe(&digest_subject(&views, stories.len())),
         headline: headline(&views, changes.iter().filter(|c| c.from.is_none()).count()),
         changes: views,
+        story_groups: grouped(&stories),
         stories,
         topics: topic_names(config, &topics),
         mode: if periodic {

@@ -76,6 +76,9 @@ pub struct EvidenceView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoryView {
+    /// The issue the story touches (its label), where a stance on one was read in it.
+    #[serde(skip)]
+    pub issue: Option<String>,
     pub title: String,
     pub outlet: Option<String>,
     pub outlet_url: Option<String>,
@@ -319,8 +322,74 @@ fn chart_view(
 
 /// The other relevant stories of these topics first seen after `after`, each once,
 /// leaving out the articles already shown as evidence.
+/// The label of the first issue (in the topic's order) on which a stance was read in
+/// this article, if any.
+fn issue_of(
+    conn: &Connection,
+    config: &Config,
+    article_id: &str,
+) -> rusqlite::Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT topic, issue FROM stance_observations WHERE article_id = ?1",
+    )?;
+    let found: Vec<(String, String)> = stmt
+        .query_map([article_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let first = found
+        .iter()
+        .filter_map(|(topic, issue)| {
+            let rules = config.topics.iter().find(|t| &t.id == topic)?;
+            let rank = rules
+                .issues
+                .iter()
+                .position(|i| &i.id == issue)
+                .unwrap_or(usize::MAX);
+            Some((rank, rules.issue_label(issue)))
+        })
+        .min();
+    Ok(first.map(|(_, label)| label))
+}
+
+/// Stories grouped under the issue they touch, issues in the order they first come,
+/// stories touching none last.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoryGroup {
+    pub heading: String,
+    pub stories: Vec<StoryView>,
+}
+
+pub(super) fn grouped(stories: &[StoryView]) -> Vec<StoryGroup> {
+    let mut groups: Vec<StoryGroup> = Vec::new();
+    let mut other = Vec::new();
+    for story in stories {
+        match &story.issue {
+            Some(issue) => match groups.iter_mut().find(|g| &g.heading == issue) {
+                Some(group) => group.stories.push(story.clone()),
+                None => groups.push(StoryGroup {
+                    heading: issue.clone(),
+                    stories: vec![story.clone()],
+                }),
+            },
+            None => other.push(story.clone()),
+        }
+    }
+    if !other.is_empty() {
+        let heading = if groups.is_empty() {
+            "Stories"
+        } else {
+            "Other stories"
+        };
+        groups.push(StoryGroup {
+            heading: heading.to_string(),
+            stories: other,
+        });
+    }
+    groups
+}
+
 pub(super) fn stories(
     conn: &Connection,
+    config: &Config,
     topics: &[String],
     after: &str,
     shown: &HashSet<String>,
@@ -381,6 +450,7 @@ pub(super) fn stories(
     .map(|(i, copies)| {
         let r = &rows[i];
         StoryView {
+            issue: issue_of(conn, config, &r.0).ok().flatten(),
             title: bounded(&r.1, MAX_TITLE_CHARS),
             outlet: r.4.as_deref().map(|o| bounded(o, MAX_OUTLET_CHARS)),
             outlet_url: outlet_home(r.3.as_deref()),
@@ -409,6 +479,46 @@ mod tests {
             "M\u{e9}xico rechaza"
         );
         assert_eq!(bounded("ñandú", 3), "ñan…");
+    }
+
+    fn story(issue: Option<&str>, title: &str) -> StoryView {
+        StoryView {
+            issue: issue.map(str::to_string),
+            title: title.into(),
+            outlet: None,
+            outlet_url: None,
+            published: None,
+            url: None,
+            copies: 1,
+        }
+    }
+
+    #[test]
+    fn stories_are_grouped_under_their_issue_and_the_rest_last() {
+        let groups = grouped(&[
+            story(Some("Troops"), "a"),
+            story(None, "b"),
+            story(Some("Cooperation"), "c"),
+            story(Some("Troops"), "d"),
+        ]);
+        let shape: Vec<(&str, Vec<&str>)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.heading.as_str(),
+                    g.stories.iter().map(|s| s.title.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("Troops", vec!["a", "d"]),
+                ("Cooperation", vec!["c"]),
+                ("Other stories", vec!["b"])
+            ]
+        );
+        assert_eq!(grouped(&[story(None, "b")])[0].heading, "Stories");
     }
 
     #[test]

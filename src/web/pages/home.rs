@@ -124,6 +124,7 @@ fn recent_stories(conn: &Connection) -> rusqlite::Result<Vec<StoryView>> {
         .map(|(i, copies)| {
             let a = &articles[i];
             StoryView {
+                issue: None,
                 title: a.title.clone(),
                 outlet: a.outlet.clone(),
                 outlet_url: None,
