@@ -17,12 +17,18 @@ use crate::web::{link_in, token_of, wait_for, Site};
 
 const TOPIC: &str = "us-mx-security";
 
-/// A request that must be answered within a second.
-fn answered_within_a_second(what: &str, ask: impl FnOnce() -> Reply) -> Reply {
+/// Longest an answer may take under attack. The failures these tests guard against
+/// held a slot for the 60 s connection lifetime; a bound well under that, and well
+/// above a busy 2-core CI machine's worst case (1.03 s was seen with a build running
+/// beside the tests), tells the two apart without flaking.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(5);
+
+/// A request that must be answered promptly (`ANSWERED_WITHIN`).
+fn answered_promptly(what: &str, ask: impl FnOnce() -> Reply) -> Reply {
     let started = Instant::now();
     let reply = ask();
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+    assert!(took < ANSWERED_WITHIN, "{what} took {took:?}");
     reply
 }
 
@@ -90,14 +96,13 @@ fn three_hundred_idle_connections_and_fifty_slow_bodies_starve_neither_health_no
         })
     };
     // Throughout (past the header timeout and the request timeout), health and the
-    // pages answer other clients within a second.
+    // pages answer other clients promptly.
     let until = Instant::now() + Duration::from_secs(13);
     let mut rounds = 0;
     while Instant::now() < until {
-        let health =
-            answered_within_a_second("/healthz", || request(ops, "GET", "/healthz", &[], b""));
+        let health = answered_promptly("/healthz", || request(ops, "GET", "/healthz", &[], b""));
         assert_eq!(health.status, 200, "{}", health.body);
-        let page = answered_within_a_second("the front page", || {
+        let page = answered_promptly("the front page", || {
             request_from("127.0.0.2", port, "GET", "/", &[], b"")
         });
         assert_eq!(page.status, 200);
