@@ -14,6 +14,19 @@ use crate::util::{self, http, Dir, VIGIA};
 /// seconds in a debug build.
 const LIMIT: &str = "400";
 
+/// The demo process, stopped however the test ends (a failed assertion included), so
+/// no server outlives its test.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The undoing of the pages' HTML escaping, for comparing text taken from the log.
 fn unescape(html: &str) -> String {
     html.replace("&quot;", "\"")
@@ -37,24 +50,26 @@ fn the_demo_replays_the_examples_over_months_serves_stances_with_evidence_and_pr
         ),
     );
     let db = dir.join("demo.db");
-    let mut child = Command::new(VIGIA)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-        ])
-        .args(["demo", "--listen", "127.0.0.1:0", "--limit", LIMIT])
-        .current_dir(dir.path())
-        .env_remove("VIGIA_CONFIG")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting vigia demo");
+    let mut child = Running(
+        Command::new(VIGIA)
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+            ])
+            .args(["demo", "--listen", "127.0.0.1:0", "--limit", LIMIT])
+            .current_dir(dir.path())
+            .env_remove("VIGIA_CONFIG")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting vigia demo"),
+    );
     // stdout line by line on a thread, so the wait for the URL has a deadline.
     let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -73,12 +88,12 @@ fn the_demo_replays_the_examples_over_months_serves_stances_with_evidence_and_pr
                 }
             }
             Err(e) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "no URL from the demo ({e}); stdout:\n{printed}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let _ = child.0.kill();
+                let mut stderr = String::new();
+                if let Some(mut err) = child.0.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+                }
+                panic!("no URL from the demo ({e}); stdout:\n{printed}\nstderr:\n{stderr}");
             }
         }
     };
@@ -116,9 +131,9 @@ fn the_demo_replays_the_examples_over_months_serves_stances_with_evidence_and_pr
         );
     }
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.0.id() as i32, libc::SIGINT);
     }
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "Ctrl-C stops the demo cleanly: {status}");
 
     // The log: articles and stance changes over more than one month, in the
