@@ -27,6 +27,15 @@ impl Drop for Running {
     }
 }
 
+/// The demo's folder, as it printed it.
+fn demo_folder(printed: &str) -> PathBuf {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("folder:"))
+        .map(|p| PathBuf::from(p.trim()))
+        .unwrap_or_else(|| panic!("no folder in:\n{printed}"))
+}
+
 /// The undoing of the pages' HTML escaping, for comparing text taken from the log.
 fn unescape(html: &str) -> String {
     html.replace("&quot;", "\"")
@@ -164,11 +173,7 @@ fn the_demo_replays_the_examples_over_months_serves_stances_with_evidence_and_pr
     assert!(changes >= 2);
 
     // The digest preview names a change, and came through the file transport only.
-    let folder = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("folder:"))
-        .map(|p| PathBuf::from(p.trim()))
-        .expect(&printed);
+    let folder = demo_folder(&printed);
     let eml = std::fs::read_to_string(folder.join("digest-preview.eml")).expect(&printed);
     let subject = eml
         .lines()
@@ -242,6 +247,7 @@ fn the_demo_refuses_a_database_that_holds_events_and_the_configured_one() {
         "{}",
         util::explain(&args, &dir, &first)
     );
+    std::fs::remove_dir_all(demo_folder(&String::from_utf8_lossy(&first.stdout))).unwrap();
     let again = util::vigia(&args, &dir);
     assert_eq!(again.status.code(), Some(2));
     assert!(
