@@ -36,11 +36,15 @@
 //! * `web`: the public pages and the subscription forms.
 //! * `ops`: `/healthz` and `/metrics` for operators.
 //! * `daemon`: the cycle (`run_once`) and the long-running service (`run`).
+//! * `demo`: `vigia demo`, the topics' examples served as feeds on loopback and
+//!   replayed through the daemon's pipeline on a clock that follows their dates, into
+//!   a throwaway database, with a digest preview and the pages served.
 //! * `cli`: the command line over all of it; `main.rs` maps outcomes to exit codes.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod detect;
 pub mod digest;
 pub mod eval;

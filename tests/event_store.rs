@@ -519,6 +519,7 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
         &dir.db(),
         OpenOptions {
             max_pages: Some(64),
+            ..Default::default()
         },
     )
     .unwrap();

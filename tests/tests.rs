@@ -8,6 +8,7 @@ mod attacks;
 mod browser;
 mod config_check;
 mod conformance;
+mod demo;
 mod detect;
 mod digest;
 mod event_store;

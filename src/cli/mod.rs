@@ -58,6 +58,20 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// A first look without the internet: the topics' example articles fed through
+    /// the pipeline as demo feeds, in publication order, into a throwaway database
+    /// (a temporary folder, or --db); then a digest preview and the pages, until Ctrl-C
+    Demo {
+        /// Serve the pages here (port 0: any free port) [default: the config's listen]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Build, print where everything is, and exit without serving
+        #[arg(long)]
+        no_serve: bool,
+        /// Only the N most recently published examples (quicker; tests use it)
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Validate the config: a summary and exit 0, or every error and exit 2
     Check,
     /// Copy the event log (the config's database, SQLite or PostgreSQL), in order and
@@ -238,6 +252,32 @@ pub fn run(args: Args) -> Result<()> {
     };
     match &args.command {
         Command::Check => check(&config_path),
+        Command::Demo {
+            listen,
+            no_serve,
+            limit,
+        } => {
+            // The demo never writes to the configured database: --db names its own.
+            // It signs with a key of its own and mails to files: no secrets needed.
+            let config = load_config(&config_path, None, Secrets::NotNeeded)?;
+            let same = |a: &Path, b: &Path| {
+                std::path::absolute(a)
+                    .ok()
+                    .is_some_and(|a| Some(a) == std::path::absolute(b).ok())
+            };
+            if args
+                .db
+                .as_deref()
+                .is_some_and(|db| same(db, &config.daemon.database))
+            {
+                return Err(UsageError(format!(
+                    "--db {} is the configured database: the demo fills a throwaway one",
+                    config.daemon.database.display()
+                ))
+                .into());
+            }
+            demo(config, args.db.clone(), *listen, !*no_serve, *limit)
+        }
         Command::Run { once } => run_daemon(strict()?, *once),
         Command::Replay { reclassify } => with_store(&|c, s| replay(c, s, *reclassify)),
         // The one command that reads a PostgreSQL log: it opens its own source.
@@ -340,6 +380,123 @@ fn run_daemon(config: Config, once: bool) -> Result<()> {
         "cycle done"
     );
     Ok(())
+}
+
+/// `vigia demo`: binds the pages' address first (so the digests link to where the
+/// pages really are, port 0 included), builds the demo, says where to look, and
+/// serves until Ctrl-C unless asked not to.
+fn demo(
+    config: Config,
+    db: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    serve: bool,
+    limit: Option<usize>,
+) -> Result<()> {
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let addr = listen
+            .or(config.daemon.listen)
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9187)));
+        let listener = if serve {
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "listening on {addr} for the pages (--listen 127.0.0.1:0 takes any free port)"
+                )
+            })?)
+        } else {
+            None
+        };
+        let pages = match &listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .context("the pages' listener has no address")?,
+            ),
+            None => Some(addr),
+        };
+        println!(
+            "vigia demo: feeding the topics' example articles through the pipeline, offline..."
+        );
+        let options = crate::demo::Options { db, pages, limit };
+        // A full database or a config without examples is the caller's to change (2).
+        let demo = crate::demo::build(config, &options)
+            .await
+            .map_err(|e| match e {
+                crate::demo::DemoError::NotEmpty(_) | crate::demo::DemoError::NoExamples => {
+                    anyhow::Error::from(UsageError(e.to_string()))
+                }
+                e => e.into(),
+            })?;
+        print_demo(&demo);
+        let Some(listener) = listener else {
+            return Ok(());
+        };
+        println!(
+            "\nopen http://{}/  (Ctrl-C to stop)",
+            demo.pages().unwrap_or(addr)
+        );
+        demo.serve(listener, crate::daemon::shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}
+
+fn print_demo(demo: &crate::demo::Demo) {
+    let r = &demo.report;
+    let day = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    };
+    let at = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|s| s.get(..10))
+            .unwrap_or("")
+            .to_string()
+    };
+    println!(
+        "fed {} articles from {} demo feeds (one per outlet and language), published {} to {}, in {} polling steps of {} h ({} polls, {} failed), in {:.1} s",
+        r.articles,
+        r.feeds,
+        day(r.first_published),
+        day(r.last_published),
+        r.steps,
+        crate::demo::STEP_HOURS,
+        r.polls,
+        r.failed_polls,
+        r.elapsed.as_secs_f64()
+    );
+    if r.undated > 0 {
+        println!(
+            "left out {} examples whose story id names no year",
+            r.undated
+        );
+    }
+    println!(
+        "stance changes: {} in {} months ({} to {}); stances held now: {}",
+        r.stance_changes,
+        r.months_with_changes,
+        at(&r.first_change),
+        at(&r.last_change),
+        r.stances_held
+    );
+    println!("folder:   {}", demo.dir.display());
+    println!(
+        "database: {}   (try: vigia --db {} stances --history)",
+        demo.db.display(),
+        demo.db.display()
+    );
+    println!(
+        "digests:  {} written to {} (file transport: nothing is sent)",
+        r.digests_sent,
+        demo.outbox.display()
+    );
+    match &demo.preview {
+        Some(p) => {
+            println!("newest digest, to {}: {:?}", p.to, p.subject);
+            println!("  as mail: {}", p.eml.display());
+            println!("  as HTML: {}", p.html.display());
+        }
+        None => println!("no digest was written (no subscriber saw a change)"),
+    }
 }
 
 /// `vigia replay [--reclassify]`: the projections rebuilt from the log, after reading
@@ -499,8 +656,14 @@ fn init_logging(args: &Args) {
             _ => "trace",
         }
     };
+    // The demo says what it did on stdout; of its pipeline's log (a line per digest
+    // written, ...) only warnings and its progress show, unless -v asks for more.
+    let default = match (&args.command, level) {
+        (Command::Demo { .. }, "info") => "vigia=warn,vigia::demo=info,warn".to_string(),
+        _ => format!("vigia={level},warn"),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigia={level},warn")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

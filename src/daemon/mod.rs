@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chrono::Utc;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, FeedConfig};
@@ -93,7 +92,10 @@ pub async fn after_polls(
     let (config, store) = (config.clone(), store.clone());
     tokio::task::spawn_blocking(move || -> Result<AfterReport> {
         let started = std::time::Instant::now();
-        let now = Utc::now();
+        // The log's time, not the wall's: tracking compares it with the times the log
+        // wrote (when observations were seen, when stances changed), and a replayed
+        // log (`vigia demo`) moves that clock along the articles' times.
+        let now = store.now();
         projections::catch_up(&store)?;
         let changes = crate::tracking::track(&store, &config.tracking, now)?;
         projections::catch_up(&store)?;
@@ -167,7 +169,7 @@ pub async fn run_once(config: Config, store: &SqliteStore) -> Result<CycleReport
 /// stale model and recording the config are store and CPU work): the config (its
 /// examples' texts dropped once the detector is built), the detector, and the key
 /// that signs links (loaded once; its file created if this is the first start).
-async fn started(
+pub async fn started(
     mut config: Config,
     store: &SqliteStore,
 ) -> Result<(Config, Arc<Detector>, Option<LinkSigner>)> {

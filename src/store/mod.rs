@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use self::postgres::{Leadership, PgStatus, PgStore};
 pub use error::StoreError;
-pub use sqlite::{append_in, stream_events, OpenOptions, SqliteStore};
+pub use sqlite::{append_in, stream_events, Clock, OpenOptions, SqliteStore};
 
 use serde::Serialize;
 use serde_json::value::RawValue;

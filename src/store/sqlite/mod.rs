@@ -6,8 +6,10 @@
 //! appends into one transaction. Reads use their own connection. The projections'
 //! tables live in the same database: `read` and `write` hand out its connections.
 
+mod clock;
 mod writer;
 
+pub use clock::Clock;
 pub use writer::append_in;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 use tokio::sync::watch;
 
-pub(crate) use super::{now_rfc3339, Appended, EventStore, NewEvent, StoreError, StoredEvent};
+pub(crate) use super::{Appended, EventStore, NewEvent, StoreError, StoredEvent};
 
 /// The schema, one step per file in `migrations/`; shipped steps are never edited.
 const MIGRATIONS: &[M<'static>] = &[
@@ -49,6 +51,8 @@ pub struct OpenOptions {
     /// appends fail as a full disk would. For operators who want a hard size cap, and for
     /// tests of the disk-full path.
     pub max_pages: Option<u32>,
+    /// The time written on each event (`recorded_at`); the wall clock by default.
+    pub clock: Clock,
 }
 
 const SELECT_EVENT: &str =
@@ -115,6 +119,7 @@ pub struct SqliteStore {
 }
 
 struct Inner {
+    clock: Clock,
     path: PathBuf,
     reader: Mutex<Connection>,
     writer: writer::Writer,
@@ -138,9 +143,15 @@ impl SqliteStore {
         let reader = connect(path, &options)?;
         let head = head_seq(&reader).map_err(|e| StoreError::from_sqlite(e, path))?;
         let (head_tx, _) = watch::channel(head);
-        let writer = writer::Writer::spawn(write_conn, path.to_path_buf(), head_tx.clone());
+        let writer = writer::Writer::spawn(
+            write_conn,
+            path.to_path_buf(),
+            head_tx.clone(),
+            options.clock.clone(),
+        );
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                clock: options.clock,
                 path: path.to_path_buf(),
                 reader: Mutex::new(reader),
                 writer,
@@ -151,6 +162,14 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Now, as this log tells time (what its next event will be stamped with): the
+    /// wall clock, unless the store was opened with a clock set by hand. Whatever
+    /// compares times with the log's (tracking's evidence window, digests' "since")
+    /// takes its "now" here, so both agree.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.clock.now()
     }
 
     /// Appends events atomically: all of them are recorded, or (on a conflict or error)

@@ -13,10 +13,16 @@ use std::thread;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
 
-use super::{now_rfc3339, Appended, NewEvent, StoreError, StoredEvent, SELECT_EVENT};
+use super::{Appended, Clock, NewEvent, StoreError, StoredEvent, SELECT_EVENT};
 
 /// Most append requests grouped into one transaction; bounds the latency of the first.
 const MAX_GROUP: usize = 512;
+
+thread_local! {
+    /// The clock of the store whose writer runs on this thread: appends made inside a
+    /// write job (`append_in`) are stamped by the same clock as the writer's own.
+    static CLOCK: std::cell::RefCell<Clock> = std::cell::RefCell::new(Clock::wall());
+}
 
 /// A unit of work run in its own transaction on the writer's connection.
 type WriteJob = Box<dyn FnOnce(&Transaction<'_>) -> JobDone + Send>;
@@ -66,11 +72,19 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn spawn(conn: Connection, path: PathBuf, head: watch::Sender<u64>) -> Writer {
+    pub(super) fn spawn(
+        conn: Connection,
+        path: PathBuf,
+        head: watch::Sender<u64>,
+        clock: Clock,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("vigia-store-writer".into())
-            .spawn(move || run(conn, path, head, rx))
+            .spawn(move || {
+                CLOCK.with(|c| *c.borrow_mut() = clock);
+                run(conn, path, head, rx)
+            })
             .expect("spawning the store writer thread: the OS refused a thread at start-up");
         Writer { requests: tx }
     }
@@ -295,7 +309,7 @@ fn append_all(
     events: Vec<Encoded>,
     path: &Path,
 ) -> Result<Vec<Appended>, StoreError> {
-    let recorded_at = now_rfc3339();
+    let recorded_at = CLOCK.with(|c| c.borrow().now_rfc3339());
     let mut out = Vec::with_capacity(events.len());
     let mut versions: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let sqlite = |e| StoreError::from_sqlite(e, path);
