@@ -186,7 +186,14 @@ fn the_demo_replays_the_examples_over_months_serves_stances_with_evidence_and_pr
         "the subject names a change: {subject}"
     );
     let html = std::fs::read_to_string(folder.join("digest-preview.html")).unwrap();
-    assert!(html.contains("Evidence"), "{html}");
+    assert!(
+        html.contains("<h2") && (html.contains(" now ") || html.contains("First reading")),
+        "the change, said in a sentence: {html}"
+    );
+    assert!(
+        html.contains("<q>") || html.contains("<li"),
+        "its evidence: {html}"
+    );
     assert!(
         !dir.join("configured.db").exists(),
         "the configured database is untouched"

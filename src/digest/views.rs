@@ -130,6 +130,15 @@ fn phrase(stance: Stance) -> &'static str {
     }
 }
 
+/// A stance reached just now: "now supports", "is now neutral on".
+fn now_phrase(stance: Stance) -> &'static str {
+    match stance {
+        Stance::Support => "now supports",
+        Stance::Oppose => "now opposes",
+        Stance::Neutral => "is now neutral on",
+    }
+}
+
 /// The past tense, for what the stance was: "it supported it".
 fn held(stance: Stance) -> &'static str {
     match stance {
@@ -144,6 +153,8 @@ fn held(stance: Stance) -> &'static str {
 const MAX_TITLE_CHARS: usize = 300;
 const MAX_SENTENCE_CHARS: usize = 600;
 const MAX_OUTLET_CHARS: usize = 80;
+/// Most stances a timeline's line of text names (the latest ones).
+const MAX_TIMELINE_STEPS: usize = 4;
 
 /// Feed text as a digest shows it: invisible format characters (bidi overrides,
 /// zero-width) dropped, and cut at `max` characters with an ellipsis.
@@ -232,8 +243,8 @@ pub(super) fn change_view(
                 None => format!(" ({})", held(*from)),
             };
             (
-                format!("{actor}: now {} {issue}", phrase(c.to)),
-                format!("{actor} now {} {issue}{was}.", phrase(c.to)),
+                format!("{actor}: {} {issue}", now_phrase(c.to)),
+                format!("{actor} {} {issue}{was}.", now_phrase(c.to)),
             )
         }
         (None, _) => (
@@ -302,15 +313,25 @@ fn chart_view(
     let png = super::chart::png(&layout)
         .map_err(|e| tracing::warn!(error = %e, "a digest goes without its timeline"))
         .ok()?;
-    let steps: Vec<String> = points
+    // The line names the last few stances; the picture shows them all.
+    let recent = points.len().saturating_sub(MAX_TIMELINE_STEPS);
+    let mut steps: Vec<String> = points[recent..]
         .iter()
         .map(|p| {
             let when = parse_time(&p.at)
                 .map(|t| short_date(t, clock.now, clock.tz))
                 .unwrap_or_else(|| p.at.clone());
-            format!("{} from {when}", phrase(p.to))
+            let held = match p.to {
+                Stance::Support => "supports",
+                Stance::Oppose => "opposes",
+                Stance::Neutral => "neutral",
+            };
+            format!("{held} from {when}")
         })
         .collect();
+    if recent > 0 {
+        steps.insert(0, "…".to_string());
+    }
     let line = steps.join(" → ");
     Some(ChartView {
         cid: format!("timeline-{seq}@vigia"),
