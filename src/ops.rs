@@ -24,6 +24,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Seconds buckets for poll and cycle durations.
 const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide Prometheus recorder (once; later calls reuse it).
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
@@ -34,6 +37,20 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            // Histogram samples wait in the recorder until upkeep folds them into their
+            // buckets; a daemon that nobody scrapes would otherwise keep every poll's
+            // sample for ever (metrics-rs/metrics#467). The exporter leaves that to us.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vigia-metrics-upkeep".into())
+                .stack_size(64 * 1024)
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread: histograms fold in at scrapes only");
+            }
             Some(handle)
         })
         .clone()
