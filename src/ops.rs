@@ -8,6 +8,9 @@
 //! whether the last cycle is recent, the database answers and the web key file still
 //! holds the key in use (the store's `probe` opens the database afresh for that, as any
 //! other process would), and names no path and no error (the daemon's log has them).
+//!
+//! It also keeps the process itself in trim for months of running: the metrics
+//! recorder's upkeep, and free memory handed back to the system.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -23,6 +26,20 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Seconds buckets for poll and cycle durations.
 const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Gives the allocator's free memory back to the system. glibc keeps what a thread's
+/// arena freed for that arena's next use, and with the blocking pool's threads taking
+/// turns, a long-running daemon's resident memory crept up by megabytes an hour
+/// though its live heap stayed near 5 MB (seen in a 2.5-hour soak: `malloc_trim`
+/// took 48 MB down to 35 MB). The daemon calls this about once a minute.
+pub fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it takes
+    // the arenas' locks, so it is safe beside other threads' allocations.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// How often histogram samples are folded into their buckets.
 const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -52,6 +52,9 @@ pub async fn run(
     daemon.stop(services).await
 }
 
+/// How often the daemon gives the allocator's free memory back (`ops::return_free_memory`).
+const RETURN_FREE_MEMORY_EVERY: Duration = Duration::from_secs(60);
+
 type PollResult = (String, Result<PollOutcome, crate::store::StoreError>);
 
 /// The running daemon's state between turns of its loop.
@@ -74,6 +77,8 @@ struct Daemon {
     /// Polls brought news since tracking and delivery last ran.
     news: bool,
     last_after: Option<tokio::time::Instant>,
+    /// When free memory was last given back to the system (`ops::return_free_memory`).
+    last_trim: Option<tokio::time::Instant>,
     /// Told when a confirmation mail is queued, so it goes out at once.
     outbox_nudge: Arc<tokio::sync::Notify>,
     /// Stops the listeners.
@@ -106,6 +111,7 @@ impl Daemon {
             polls: JoinSet::new(),
             news: false,
             last_after: None,
+            last_trim: None,
             outbox_nudge: Arc::new(tokio::sync::Notify::new()),
             stop_services: watch::channel(false).0,
         })
@@ -179,6 +185,13 @@ impl Daemon {
     }
 
     async fn track_and_deliver(&mut self) {
+        if self
+            .last_trim
+            .is_none_or(|t| t.elapsed() >= RETURN_FREE_MEMORY_EVERY)
+        {
+            self.last_trim = Some(tokio::time::Instant::now());
+            let _ = tokio::task::spawn_blocking(crate::ops::return_free_memory).await;
+        }
         let signer = self.links_tx.borrow().clone();
         match after_polls(&self.config, &self.store, signer.clone()).await {
             Ok(_) => self.health.cycle_done(),
