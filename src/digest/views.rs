@@ -233,8 +233,8 @@ pub(super) fn change_view(
     );
     let (subject, lead) = match (&c.from, before) {
         (Some(from), before) => {
-            let was = match before.and_then(|b| parse_time(&b.at).map(|t| (b, t))) {
-                Some((_, since)) => format!(
+            let was = match before.and_then(|b| parse_time(&b.at)) {
+                Some(since) => format!(
                     " ({} from {}, {})",
                     held(*from),
                     short_date(since, clock.now, clock.tz),
