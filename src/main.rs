@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    vigia::ops::bound_allocator_arenas();
     let args = match vigia::cli::Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
