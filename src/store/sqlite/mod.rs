@@ -328,6 +328,21 @@ pub fn stream_events(conn: &Connection, stream: &str) -> rusqlite::Result<Vec<St
     rows.collect()
 }
 
+/// Events after `after`, in log order, at most `limit`, on a connection already open
+/// (a write job's transaction).
+pub fn events_after_in(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT_EVENT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(rusqlite::params![after, limit], StoredEvent::from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn head_seq(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
 }
