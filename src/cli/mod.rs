@@ -714,9 +714,10 @@ pub fn load_config(path: &Path, db_override: Option<&Path>, secrets: Secrets) ->
 fn open_store(config: &Config) -> Result<SqliteStore> {
     if let Some(pg) = &config.daemon.postgres {
         return Err(UsageError(format!(
-            "[daemon] database is PostgreSQL ({}): this build can hold the event log there \
-             (`vigia migrate --to` fills it) but runs the daemon, its projections and these \
-             commands on SQLite only; point database at a SQLite file for now",
+            "[daemon] database is PostgreSQL ({}): this build can hold the event log and \
+             its projections there (`vigia migrate --to` fills them, `vigia replay` rebuilds \
+             them) but runs the daemon and these commands on SQLite only; point database at \
+             a SQLite file for now",
             pg.shown()
         ))
         .into());

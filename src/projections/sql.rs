@@ -123,7 +123,7 @@ pub struct ColumnError {
 
 impl From<ColumnError> for StoreError {
     fn from(e: ColumnError) -> StoreError {
-        StoreError::Write(e.to_string())
+        StoreError::Column(e.to_string())
     }
 }
 
@@ -287,9 +287,17 @@ impl Tx for SqliteTx<'_> {
                         ValueRef::Null => Cell::Null,
                         ValueRef::Integer(i) => Cell::Int(i),
                         ValueRef::Real(f) => Cell::Real(f),
-                        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                        ValueRef::Text(t) => match std::str::from_utf8(t) {
+                            Ok(text) => Cell::Text(text.to_string()),
+                            Err(e) => {
+                                return Err(StoreError::Column(format!(
+                                    "column {:?} holds text that is not UTF-8: {e}",
+                                    names[i]
+                                )))
+                            }
+                        },
                         ValueRef::Blob(_) => {
-                            return Err(StoreError::Write(format!(
+                            return Err(StoreError::Column(format!(
                                 "column {:?} holds a blob, which no projection writes",
                                 names[i]
                             )))
