@@ -11,7 +11,7 @@ use vigia::projections::{
 use vigia::store::{EventStore, PgStore, SqliteStore, StoredEvent};
 
 use crate::conformance::{admin, new_database};
-use crate::event_store::mixed_batches;
+use crate::event_store::{big_article_batches, mixed_batches};
 use crate::util::Dir;
 
 /// One row: its columns by name (sorted), each a value.
@@ -250,5 +250,27 @@ fn two_daemons_catching_up_at_once_apply_each_event_once() {
         racer.join().unwrap().unwrap();
     }
     assert_same_rows(&sqlite_snapshot(&dir.db()), &pg_snapshot(&url));
+    drop_database(&name);
+}
+
+/// Payloads past a page's and a chunk's byte bounds: PostgreSQL crosses them (rows
+/// fetched through a portal) as SQLite does, and ends with SQLite's rows.
+#[test]
+fn postgres_crosses_pages_and_chunks_as_sqlite_does() {
+    let dir = Dir::new();
+    let sqlite = SqliteStore::open(&dir.db()).unwrap();
+    for batch in big_article_batches() {
+        sqlite.append(batch).unwrap();
+    }
+    let head = sqlite.head().unwrap();
+    assert_eq!(projections::catch_up(&sqlite).unwrap(), head);
+
+    let (name, url) = new_database("vigia_pg_projection_chunks");
+    let pg = PgStore::connect(&url).unwrap();
+    pg.import(sqlite.read_from(0, usize::MAX, None).unwrap())
+        .unwrap();
+    assert_eq!(projections::catch_up(&pg).unwrap(), head);
+    assert_same_rows(&sqlite_snapshot(&dir.db()), &pg_snapshot(&url));
+    drop(pg);
     drop_database(&name);
 }

@@ -38,9 +38,11 @@ const CHUNK: usize = 20_000;
 /// Payload bytes applied in one transaction, at most (about: the event that crosses it
 /// is the last).
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Events read from the log at a time within a chunk: what bounds memory (a page of
-/// payloads) while a chunk is applied.
+/// A page: the events read from the log at a time within a chunk, at most, and their
+/// payloads' bytes, about (the event that crosses it ends the page). What bounds the
+/// memory a chunk takes while it is applied.
 const PAGE: usize = 256;
+const PAGE_BYTES: usize = 1024 * 1024;
 
 pub trait Projection: Send + Sync {
     /// Its name in `projection_checkpoints`.
@@ -145,9 +147,9 @@ fn checkpoint(tx: &mut dyn Tx, name: &str) -> Result<u64, StoreError> {
 
 /// Applies the next events to every projection that has not seen them, within the
 /// caller's transaction, and moves the checkpoints: at most `CHUNK` events or about
-/// `CHUNK_BYTES` of payload, whichever comes first, read `PAGE` events at a time, so
-/// a transaction's size and the memory it takes stay bounded however far behind the
-/// projections are. Returns the events read, and whether more may follow.
+/// `CHUNK_BYTES` of payload, whichever comes first, read a page (`PAGE` events or
+/// about `PAGE_BYTES`) at a time, so a transaction's size and the memory it takes stay
+/// bounded however far behind the projections are. Returns the events read, and whether more may follow.
 fn apply_chunk(
     tx: &mut dyn Tx,
     projections: &[Box<dyn Projection>],
@@ -163,8 +165,11 @@ fn apply_chunk(
     let mut more = true;
     'pages: while more {
         let want = PAGE.min(CHUNK - read as usize);
-        let page = tx.events_after(last.unwrap_or(from), want)?;
-        more = page.len() == want;
+        let page = tx.events_after(last.unwrap_or(from), want, PAGE_BYTES)?;
+        // A page cut short by its bytes may have more behind it; one short of both
+        // limits reached the head of the log.
+        let page_bytes: usize = page.iter().map(|e| e.payload.get().len()).sum();
+        more = page.len() == want || page_bytes >= PAGE_BYTES;
         for stored in page {
             read += 1;
             bytes += stored.payload.get().len();

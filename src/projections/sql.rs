@@ -231,8 +231,15 @@ pub trait Tx {
     fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64, StoreError>;
     /// Every row a query gives.
     fn query_rows(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, StoreError>;
-    /// The log's events after `after`, in order, at most `limit`.
-    fn events_after(&mut self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The log's events after `after`, in order, at most `limit`, ending with the one
+    /// that brings their payloads to `max_bytes` (so a page of large payloads stays
+    /// small in memory).
+    fn events_after(
+        &mut self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// The first row a query gives, if any.
     fn query_opt(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, StoreError> {
@@ -313,8 +320,13 @@ impl Tx for SqliteTx<'_> {
         Ok(out)
     }
 
-    fn events_after(&mut self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        crate::store::events_after_in(self.0, after, limit)
+    fn events_after(
+        &mut self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        crate::store::events_after_in(self.0, after, limit, max_bytes)
     }
 }
 
@@ -460,8 +472,13 @@ impl Tx for PgTx<'_, '_> {
             .collect()
     }
 
-    fn events_after(&mut self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        crate::store::pg_events_after_in(self.tx, after, limit)
+    fn events_after(
+        &mut self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        crate::store::pg_events_after_in(self.tx, after, limit, max_bytes)
     }
 }
 

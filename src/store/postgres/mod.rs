@@ -323,24 +323,43 @@ fn head_seq(client: &mut Client) -> Result<u64, StoreError> {
     Ok(head as u64)
 }
 
-/// Events after `after`, in log order, at most `limit`, on the connection or within a
-/// transaction already open (a write job's, see `PgStore::write`).
+/// Rows fetched at a time by `events_after_in`.
+const FETCH: i32 = 16;
+
+/// Events after `after`, in log order, at most `limit`, stopping after the one that
+/// brings their payloads to `max_bytes`, within a transaction already open (a write
+/// job's, see `PgStore::write`). Rows come `FETCH` at a time through a portal, so
+/// memory stays near `max_bytes` however large the payloads.
 pub fn events_after_in(
-    client: &mut impl postgres::GenericClient,
+    tx: &mut postgres::Transaction<'_>,
     after: u64,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    client
-        .query(
-            &format!("{SELECT_EVENT} WHERE seq > $1 ORDER BY seq LIMIT $2"),
-            &[&after, &limit],
-        )
-        .map_err(pg)?
-        .iter()
-        .map(stored)
-        .collect()
+    let statement = tx
+        .prepare(&format!(
+            "{SELECT_EVENT} WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .map_err(pg)?;
+    let portal = tx.bind(&statement, &[&after, &limit]).map_err(pg)?;
+    let (mut events, mut bytes) = (Vec::new(), 0);
+    loop {
+        let rows = tx.query_portal(&portal, FETCH).map_err(pg)?;
+        let exhausted = rows.len() < FETCH as usize;
+        for row in &rows {
+            let event = stored(row)?;
+            bytes += event.payload.get().len();
+            events.push(event);
+            if bytes >= max_bytes {
+                return Ok(events);
+            }
+        }
+        if exhausted {
+            return Ok(events);
+        }
+    }
 }
 
 fn stored(row: &Row) -> Result<StoredEvent, StoreError> {
@@ -463,21 +482,22 @@ impl EventStore for PgStore {
         limit: usize,
         kind: Option<&str>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let Some(kind) = kind.map(str::to_string) else {
-            return self.run(move |client| events_after_in(client, after_seq, limit));
-        };
-        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let after = after_seq as i64;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let kind = kind.map(str::to_string);
         self.run(move |client| {
-            client
-                .query(
+            let rows = match &kind {
+                Some(kind) => client.query(
                     &format!("{SELECT_EVENT} WHERE seq > $1 AND kind = $2 ORDER BY seq LIMIT $3"),
-                    &[&after, &kind, &limit],
-                )
-                .map_err(pg)?
-                .iter()
-                .map(stored)
-                .collect()
+                    &[&after, kind, &limit],
+                ),
+                None => client.query(
+                    &format!("{SELECT_EVENT} WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                    &[&after, &limit],
+                ),
+            }
+            .map_err(pg)?;
+            rows.iter().map(stored).collect()
         })
     }
 
