@@ -16,7 +16,8 @@
 //! * `store`: the append-only log behind the `EventStore` trait; `store::sqlite` is
 //!   the backend and the one place that opens the database.
 //! * `projections`: tables rebuilt from the log (feed health, articles, detections,
-//!   stances, subscribers, outbox), each owning its tables and checkpoint.
+//!   stances, subscribers, outbox), each owning its tables and checkpoint, written
+//!   through one interface (`projections::sql`) on SQLite or PostgreSQL.
 //! * `schedule`: where and when each feed is polled (moved URLs, cron slot, spread,
 //!   server floors, backoff, gone feeds).
 //! * `fetch`: one polite, defensive HTTP GET.

@@ -211,7 +211,7 @@ fn a_postgres_database_is_connected_to_by_check_and_refused_clearly_where_sqlite
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("runs the daemon, its projections and these commands on SQLite only"),
+        stderr.contains("runs the daemon and these commands on SQLite only"),
         "{stderr}"
     );
     assert!(!stderr.contains("s3cret"), "{stderr}");

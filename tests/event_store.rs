@@ -331,49 +331,196 @@ pub(crate) fn projection_snapshot(path: &std::path::Path) -> Vec<(String, Vec<St
     out
 }
 
+/// A poll with the variants the feed_health projection treats apart: a 304 (no
+/// validators), a permanent redirect (`moved_to`), a server floor.
+fn polled_variant(feed: &str, n: u32) -> Event {
+    let Event::FeedPolled(mut p) = polled(feed, n) else {
+        unreachable!()
+    };
+    match n % 3 {
+        0 => {
+            p.status = 304;
+            p.etag = None;
+        }
+        1 => p.moved_to = Some(format!("http://127.0.0.1/{feed}-moved-{n}.xml")),
+        _ => {
+            p.min_interval_s = Some(u64::from(n) * 60);
+            p.last_modified = Some("Tue, 03 Jun 2025 10:00:00 GMT".into());
+        }
+    }
+    Event::FeedPolled(p)
+}
+
+fn gone(feed: &str, streak: u32) -> Event {
+    Event::FeedPollFailed(FeedPollFailed {
+        feed: feed.into(),
+        url: format!("http://127.0.0.1/{feed}.xml"),
+        kind: PollFailureKind::Gone,
+        message: "410 Gone".into(),
+        status: Some(410),
+        elapsed_ms: 12,
+        streak,
+        retry_not_before: Some("2030-01-01T00:00:00.000Z".into()),
+    })
+}
+
+/// A change on one of several pairs, first establishments (no `from`) included, with
+/// evidence whose confidence is no round number.
+fn changed_on(pair: u32, to: u8) -> Event {
+    let stances = [Stance::Support, Stance::Oppose, Stance::Neutral];
+    let to = stances[usize::from(to) % 3];
+    Event::StanceChanged(vigia::events::StanceChanged {
+        topic: "us-mx-security".into(),
+        issue: ["us_military_action", "security_cooperation"][(pair % 2) as usize].into(),
+        actor: ["mx_gov", "us_gov"][(pair / 2 % 2) as usize].into(),
+        from: (!pair.is_multiple_of(3)).then_some(Stance::Neutral),
+        to,
+        from_since: Some("2025-01-01T00:00:00.000Z".into()),
+        evidence: vec![vigia::events::Evidence {
+            article_id: format!("a-{pair}"),
+            story: format!("story-{pair}"),
+            title: "Título «con» acentos".into(),
+            outlet: Some("Outlet".into()),
+            url: None,
+            published: Some("2025-02-03T04:05:06Z".into()),
+            sentence: "México rechaza \"la acción\".".into(),
+            stance: to,
+            confidence: 1.0 / 3.0,
+        }],
+    })
+}
+
+fn config_applied(n: u32) -> Event {
+    Event::ConfigApplied(vigia::events::ConfigApplied {
+        hash: format!("config-{n}"),
+        path: "vigia.toml".into(),
+        feeds: vec!["a".into(), "b".into()],
+        topics: vec!["us-mx-security".into()],
+        rules_hash: format!("rules-{n}"),
+    })
+}
+
+fn corrected(id: &str) -> Event {
+    Event::ReadingCorrected(vigia::events::ReadingCorrected {
+        article_id: id.into(),
+        topic: "us-mx-security".into(),
+        issue: Some("us_military_action".into()),
+        actor: Some("mx_gov".into()),
+        stance: Some(vigia::events::CorrectedStance::Oppose),
+        relevant: Some(true),
+    })
+}
+
+/// Batches of events of every kind, at least `n` events in all, drawn from `seed`:
+/// polls (200, 304, moved, failed, gone), articles discovered and revised, readings
+/// (each replacing the article's last), corrections, stance changes on several pairs,
+/// subscriptions requested, confirmed and ended, digests queued, sent and failed, and
+/// config applications. What the replay tests on both backends are fed.
+pub(crate) fn mixed_batches(seed: u64, n: usize) -> Vec<Vec<NewEvent>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let feeds = ["a", "b", "c", "d", "e"];
+    let mut revisions: std::collections::HashMap<String, u32> = Default::default();
+    let (mut batches, mut total) = (Vec::new(), 0);
+    while total < n {
+        let batch_len = rng.usize(1..40);
+        let mut batch = Vec::new();
+        for _ in 0..batch_len {
+            let feed = feeds[rng.usize(..feeds.len())];
+            let id = format!("{feed}-{}", rng.u32(..400));
+            let event = match rng.u8(..19) {
+                0..=2 => polled(feed, rng.u32(..20)),
+                3 => failed(feed, rng.u32(1..5)),
+                4..=7 => match revisions.get_mut(&id) {
+                    None => {
+                        revisions.insert(id.clone(), 1);
+                        discovered(feed, &id)
+                    }
+                    Some(rev) => {
+                        *rev += 1;
+                        revised(feed, &id, *rev)
+                    }
+                },
+                8 => classified(feed, &id, rng.u32(..3)),
+                9 => observed(feed, &id, rng.bool()),
+                10 => changed(rng.bool()),
+                11 => subscriber(&format!("s{}@example.org", rng.u32(..20)), rng.u8(..3)),
+                12 | 13 => digest(&format!("d{}", rng.u32(..50)), rng.u8(..3), rng.u32(1..4)),
+                14 => polled_variant(feed, rng.u32(..30)),
+                15 => gone(feed, rng.u32(1..9)),
+                16 => changed_on(rng.u32(..6), rng.u8(..3)),
+                17 => config_applied(rng.u32(..5)),
+                _ => corrected(&id),
+            };
+            batch.push(NewEvent::new(format!("s-{feed}"), event));
+        }
+        total += batch.len();
+        batches.push(batch);
+    }
+    batches
+}
+
+/// A feed's polls and articles whose text (150 KB each) takes a log past a page's and
+/// a chunk's payload bounds (about 1 MB and 4 MB) several times: 61 polls and 60
+/// articles, one batch each.
+pub(crate) fn big_article_batches() -> Vec<Vec<NewEvent>> {
+    let mut batches = vec![vec![NewEvent::new("feed:big", polled("big", 0))]];
+    for i in 1..=60 {
+        let id = format!("big-{i}");
+        let Event::ArticleDiscovered(mut a) = discovered("big", &id) else {
+            unreachable!()
+        };
+        a.body.content = format!("{i} ").repeat(150 * 1024 / (i.to_string().len() + 1));
+        batches.push(vec![NewEvent::new(
+            format!("article:{id}"),
+            Event::ArticleDiscovered(a),
+        )]);
+        batches.push(vec![NewEvent::new("feed:big", polled("big", i))]);
+    }
+    batches
+}
+
+/// Catching up crosses pages and chunks (cut by their payloads' bytes) without
+/// skipping or repeating an event: every event read once, every article counted once.
+#[test]
+fn catching_up_crosses_pages_and_chunks_without_skipping_or_repeating() {
+    let dir = Dir::new();
+    let store = SqliteStore::open(&dir.db()).unwrap();
+    for batch in big_article_batches() {
+        store.append(batch).unwrap();
+    }
+    let head = store.head().unwrap();
+    assert_eq!(projections::catch_up(&store).unwrap(), head);
+    let conn = Connection::open(dir.db()).unwrap();
+    let (polls, articles): (u64, u64) = conn
+        .query_row(
+            "SELECT polls, articles FROM feed_health WHERE feed_id = 'big'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((polls, articles), (61, 60));
+    let stored: u64 = conn
+        .query_row("SELECT COUNT(*) FROM articles", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 60);
+    let behind: u64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM projection_checkpoints WHERE seq <> ?1",
+            [head],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(behind, 0, "every checkpoint at the head");
+    assert_eq!(projections::rebuild(&store).unwrap(), head);
+}
+
 #[test]
 fn replay_equals_incremental() {
     let dir = Dir::new();
     let store = SqliteStore::open(&dir.db()).unwrap();
     let mut rng = fastrand::Rng::with_seed(7);
-    let feeds = ["a", "b", "c", "d", "e"];
-    let mut revisions: std::collections::HashMap<String, u32> = Default::default();
     let mut appended = 0;
-    while appended < 4000 {
-        let batch_len = rng.usize(1..40);
-        let mut batch = Vec::new();
-        for _ in 0..batch_len {
-            let feed = feeds[rng.usize(..feeds.len())];
-            let event = match rng.u8(..14) {
-                0..=2 => polled(feed, rng.u32(..20)),
-                3 => failed(feed, rng.u32(1..5)),
-                4..=7 => {
-                    let id = format!("{feed}-{}", rng.u32(..400));
-                    match revisions.get_mut(&id) {
-                        None => {
-                            revisions.insert(id.clone(), 1);
-                            discovered(feed, &id)
-                        }
-                        Some(rev) => {
-                            *rev += 1;
-                            revised(feed, &id, *rev)
-                        }
-                    }
-                }
-                8 => {
-                    let id = format!("{feed}-{}", rng.u32(..400));
-                    classified(feed, &id, rng.u32(..3))
-                }
-                9 => {
-                    let id = format!("{feed}-{}", rng.u32(..400));
-                    observed(feed, &id, rng.bool())
-                }
-                10 => changed(rng.bool()),
-                11 => subscriber(&format!("s{}@example.org", rng.u32(..20)), rng.u8(..3)),
-                _ => digest(&format!("d{}", rng.u32(..50)), rng.u8(..3), rng.u32(1..4)),
-            };
-            batch.push(NewEvent::new(format!("s-{feed}"), event));
-        }
+    for batch in mixed_batches(7, 4000) {
         appended += batch.len();
         store.append(batch).unwrap();
         // Incremental: catch up at irregular points, as the daemon does.

@@ -1,7 +1,7 @@
 //! The PostgreSQL store on its own (the `postgres` feature, `$VIGIA_TEST_POSTGRES`):
 //! passwords from the config and TLS over TCP, clear one-line errors from `vigia
-//! check`, a database from a newer vigia refused, `vigia migrate` from PostgreSQL back
-//! to SQLite, and the building blocks for several daemons (feed leases, leadership).
+//! check`, a database from a newer vigia refused, `vigia migrate` into PostgreSQL
+//! (projections rebuilt there) and back to SQLite, and the building blocks for several daemons (feed leases, leadership).
 //!
 //! The TCP tests log in as a role with a password (`pg_hba.conf` asks for one over
 //! TCP): the role is created here, once per run, by the admin connection (which
@@ -19,6 +19,7 @@ use vigia::store::{EventStore, NewEvent, PgStore, SqliteStore, StoreError};
 
 use crate::conformance::{admin, assert_same_events, database_url, new_database};
 use crate::event_store::{polled, projection_snapshot, varied_log};
+use crate::pg_projections::{assert_same_rows, pg_snapshot, sqlite_snapshot};
 use crate::util::{Dir, VIGIA};
 
 /// The certificate Debian's cluster serves.
@@ -360,13 +361,25 @@ fn migrate_round_trip_through_postgres_keeps_events_and_projections() {
         &url,
     ];
     let out = vigia_with(&dir, &to_pg, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("copied 300 events"), "{stdout}");
     assert!(
-        text(&out).0.contains("copied 300 events"),
-        "{:?}",
-        text(&out)
+        stdout.contains("rebuilt 6 projections from 300 events"),
+        "{stdout}"
     );
+    // The projections rebuilt there hold SQLite's rows.
+    let sqlite_rows = sqlite_snapshot(&dir.db());
+    assert_same_rows(&sqlite_rows, &pg_snapshot(&url));
 
+    // `vigia replay` on the PostgreSQL log rebuilds the same rows there.
     let pg_config = pg_config(&dir, &url, "");
+    let out = vigia_with(&dir, &["--config", &pg_config, "replay"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("replayed 300 events"), "{stdout}");
+    assert_same_rows(&sqlite_rows, &pg_snapshot(&url));
+
     let back = dir.path().join("back").join("vigia.db");
     let to_sqlite = [
         "--config",

@@ -17,6 +17,8 @@ mod layout;
 mod learned;
 #[cfg(feature = "postgres")]
 mod pg;
+#[cfg(feature = "postgres")]
+mod pg_projections;
 mod regression;
 mod service;
 mod web;

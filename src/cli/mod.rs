@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError, Secrets};
 use crate::projections;
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -279,7 +279,13 @@ pub fn run(args: Args) -> Result<()> {
             demo(config, args.db.clone(), *listen, !*no_serve, *limit)
         }
         Command::Run { once } => run_daemon(strict()?, *once),
-        Command::Replay { reclassify } => with_store(&|c, s| replay(c, s, *reclassify)),
+        Command::Replay { reclassify } => {
+            let config = config()?;
+            match &config.daemon.postgres {
+                Some(pg) => replay_postgres(pg, *reclassify),
+                None => replay(&config, &open_store(&config)?, *reclassify),
+            }
+        }
         // The one command that reads a PostgreSQL log: it opens its own source.
         Command::Migrate { to } => migrate(&config()?, to),
         Command::Events {
@@ -521,9 +527,31 @@ fn replay(config: &Config, store: &SqliteStore, reclassify: bool) -> Result<()> 
     Ok(())
 }
 
+/// `vigia replay` on a PostgreSQL log: the projections there rebuilt. Reclassifying
+/// reads stored articles, which this build reads from SQLite only.
+fn replay_postgres(db: &crate::config::PostgresDatabase, reclassify: bool) -> Result<()> {
+    if reclassify {
+        return Err(UsageError(format!(
+            "replay --reclassify: [daemon] database is PostgreSQL ({}); this build reclassifies \
+             stored articles on SQLite only (plain `vigia replay` rebuilds the projections there)",
+            db.shown()
+        ))
+        .into());
+    }
+    let started = std::time::Instant::now();
+    let store = crate::store::PgStore::open(db).context("opening the PostgreSQL log")?;
+    let applied = projections::rebuild(&store).context("rebuilding the projections")?;
+    println!(
+        "replayed {applied} events into {} projections in {:.2}s",
+        projections::all().len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// `vigia migrate --to`: the log copied page by page, from the config's database
 /// (SQLite or PostgreSQL) into an empty one of either kind, then compared (count and
-/// last position) and, on SQLite, its projections rebuilt.
+/// last position), and the projections rebuilt there.
 fn migrate(config: &Config, to: &str) -> Result<()> {
     use crate::store::EventStore;
     const PAGE: usize = 10_000;
@@ -552,9 +580,15 @@ fn migrate(config: &Config, to: &str) -> Result<()> {
     } else {
         to.to_string()
     };
-    let mut sqlite_target = None;
-    let target: Box<dyn EventStore> = if is_postgres {
-        Box::new(crate::store::PgStore::connect(to).context("opening the target database")?)
+    // The target twice: as a log to copy into, and as the store its projections are
+    // rebuilt in.
+    type Rebuild = Box<dyn Fn() -> Result<u64, StoreError>>;
+    let (target, rebuild): (Box<dyn EventStore>, Rebuild) = if is_postgres {
+        let store = crate::store::PgStore::connect(to).context("opening the target database")?;
+        (
+            Box::new(store.clone()),
+            Box::new(move || projections::rebuild(&store)),
+        )
     } else if to.contains("://") {
         let scheme = to.split("://").next().unwrap_or_default();
         return Err(UsageError(format!(
@@ -564,8 +598,10 @@ fn migrate(config: &Config, to: &str) -> Result<()> {
     } else {
         let store =
             SqliteStore::open(std::path::Path::new(to)).context("opening the target database")?;
-        sqlite_target = Some(store.clone());
-        Box::new(store)
+        (
+            Box::new(store.clone()),
+            Box::new(move || projections::rebuild(&store)),
+        )
     };
     if target.head()? != 0 {
         return Err(UsageError(format!(
@@ -594,18 +630,11 @@ fn migrate(config: &Config, to: &str) -> Result<()> {
         if is_postgres { "PostgreSQL" } else { to },
         started.elapsed().as_secs_f64()
     );
-    match sqlite_target {
-        None => println!(
-            "the projections are not built on PostgreSQL yet: this build runs the daemon on SQLite"
-        ),
-        Some(target) => {
-            let applied = projections::rebuild(&target).context("rebuilding the projections")?;
-            println!(
-                "rebuilt {} projections from {applied} events",
-                projections::all().len()
-            );
-        }
-    }
+    let applied = rebuild().context("rebuilding the projections")?;
+    println!(
+        "rebuilt {} projections from {applied} events",
+        projections::all().len()
+    );
     Ok(())
 }
 
@@ -685,9 +714,10 @@ pub fn load_config(path: &Path, db_override: Option<&Path>, secrets: Secrets) ->
 fn open_store(config: &Config) -> Result<SqliteStore> {
     if let Some(pg) = &config.daemon.postgres {
         return Err(UsageError(format!(
-            "[daemon] database is PostgreSQL ({}): this build can hold the event log there \
-             (`vigia migrate --to` fills it) but runs the daemon, its projections and these \
-             commands on SQLite only; point database at a SQLite file for now",
+            "[daemon] database is PostgreSQL ({}): this build can hold the event log and \
+             its projections there (`vigia migrate --to` fills them, `vigia replay` rebuilds \
+             them) but runs the daemon and these commands on SQLite only; point database at \
+             a SQLite file for now",
             pg.shown()
         ))
         .into());

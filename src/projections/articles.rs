@@ -5,11 +5,12 @@
 //! changed or unchanged one; detection reads it to reclassify history without
 //! refetching.
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension};
 
+use super::sql::Tx;
 use super::Projection;
 use crate::events::{ArticleBody, Event};
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 pub struct Articles;
 
@@ -28,49 +29,49 @@ impl Projection for Articles {
 
     fn apply(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         stored: &StoredEvent,
         event: &Event,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), StoreError> {
         match event {
             Event::ArticleDiscovered(a) => {
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO articles (article_id, feed_id, guid, url, title, lang, published,
                          content_hash, revision, body_seq, discovered_at, outlet)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11)
                      ON CONFLICT (article_id) DO NOTHING",
-                )?
-                .execute(rusqlite::params![
-                    a.article_id,
-                    a.feed,
-                    a.guid,
-                    a.body.url,
-                    a.body.title,
-                    a.body.lang,
-                    a.body.published,
-                    a.content_hash,
-                    stored.seq,
-                    stored.recorded_at,
-                    a.body.outlet
-                ])?;
+                    &[
+                        &a.article_id,
+                        &a.feed,
+                        &a.guid,
+                        &a.body.url,
+                        &a.body.title,
+                        &a.body.lang,
+                        &a.body.published,
+                        &a.content_hash,
+                        &stored.seq,
+                        &stored.recorded_at,
+                        &a.body.outlet,
+                    ],
+                )?;
             }
             Event::ArticleRevised(a) => {
-                tx.prepare_cached(
+                tx.execute(
                     "UPDATE articles SET url = ?2, title = ?3, body_seq = ?4, lang = ?5,
                          published = ?6, content_hash = ?7, revision = ?8, revised_at = ?9
                      WHERE article_id = ?1",
-                )?
-                .execute(rusqlite::params![
-                    a.article_id,
-                    a.body.url,
-                    a.body.title,
-                    stored.seq,
-                    a.body.lang,
-                    a.body.published,
-                    a.content_hash,
-                    a.revision,
-                    stored.recorded_at
-                ])?;
+                    &[
+                        &a.article_id,
+                        &a.body.url,
+                        &a.body.title,
+                        &stored.seq,
+                        &a.body.lang,
+                        &a.body.published,
+                        &a.content_hash,
+                        &a.revision,
+                        &stored.recorded_at,
+                    ],
+                )?;
             }
             _ => {}
         }

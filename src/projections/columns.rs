@@ -1,10 +1,11 @@
-//! The enums that projections keep in their columns, written and read as the text their
-//! JSON uses in the log ("confirmed", "one-click", "on-change", "oppose"), so the tables
-//! hold what they always have. A column holding any other text is an error that names
-//! it and the names known, never a silent default.
+//! The enums that projections keep in their columns, written (on either backend) and
+//! read as the text their JSON uses in the log ("confirmed", "one-click", "on-change",
+//! "oppose"), so the tables hold what they always have. A column holding any other
+//! text is an error that names it and the names known, never a silent default.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
+use super::sql::{Param, Value};
 use super::{OutboxStatus, SubscriberStatus};
 use crate::detect::Stance;
 use crate::events::{from_name, DigestReason, SubscriptionChannel};
@@ -14,6 +15,12 @@ macro_rules! text_columns {
         impl ToSql for $t {
             fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
                 Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl Param for $t {
+            fn value(&self) -> Value<'_> {
+                Value::Text(self.as_str())
             }
         }
 

@@ -2,11 +2,12 @@
 //! `article_topics`) and the stance observations read under those rules
 //! (`stance_observations`). Stance tracking and digests read these.
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
+use super::sql::Tx;
 use super::Projection;
 use crate::events::Event;
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 pub struct Detections;
 
@@ -25,52 +26,59 @@ impl Projection for Detections {
 
     fn apply(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         stored: &StoredEvent,
         event: &Event,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), StoreError> {
         match event {
             Event::ArticleClassified(c) => {
                 // A new reading replaces the article's earlier one (older rules or text).
-                tx.prepare_cached("DELETE FROM article_topics WHERE article_id = ?1")?
-                    .execute([&c.article_id])?;
-                tx.prepare_cached("DELETE FROM stance_observations WHERE article_id = ?1")?
-                    .execute([&c.article_id])?;
+                tx.execute(
+                    "DELETE FROM article_topics WHERE article_id = ?1",
+                    &[&c.article_id],
+                )?;
+                tx.execute(
+                    "DELETE FROM stance_observations WHERE article_id = ?1",
+                    &[&c.article_id],
+                )?;
                 let topics = serde_json::to_string(&c.topics).unwrap_or_else(|_| "[]".into());
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO classifications (article_id, feed_id, rules_hash, content_hash, topics, classified_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (article_id) DO UPDATE SET feed_id = excluded.feed_id, rules_hash = excluded.rules_hash,
                          content_hash = excluded.content_hash, topics = excluded.topics, classified_at = excluded.classified_at",
-                )?
-                .execute(rusqlite::params![c.article_id, c.feed, c.rules_hash, c.content_hash, topics, stored.recorded_at])?;
+                    &[&c.article_id, &c.feed, &c.rules_hash, &c.content_hash, &topics, &stored.recorded_at],
+                )?;
                 for t in &c.topics {
-                    tx.prepare_cached("INSERT OR REPLACE INTO article_topics (article_id, topic, score) VALUES (?1, ?2, ?3)")?
-                        .execute(rusqlite::params![c.article_id, t.id, t.score])?;
+                    tx.execute(
+                        "INSERT INTO article_topics (article_id, topic, score) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (article_id, topic) DO UPDATE SET score = excluded.score",
+                        &[&c.article_id, &t.id, &t.score],
+                    )?;
                 }
             }
             Event::StanceObserved(o) => {
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO stance_observations (seq, article_id, feed_id, topic, issue, actor, stance, confidence,
                          evidence, rules_hash, url, outlet, published, observed_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                )?
-                .execute(rusqlite::params![
-                    stored.seq,
-                    o.article_id,
-                    o.feed,
-                    o.topic,
-                    o.issue,
-                    o.actor,
-                    o.stance,
-                    o.confidence,
-                    o.evidence,
-                    o.rules_hash,
-                    o.url,
-                    o.outlet,
-                    o.published,
-                    stored.recorded_at
-                ])?;
+                    &[
+                        &stored.seq,
+                        &o.article_id,
+                        &o.feed,
+                        &o.topic,
+                        &o.issue,
+                        &o.actor,
+                        &o.stance,
+                        &o.confidence,
+                        &o.evidence,
+                        &o.rules_hash,
+                        &o.url,
+                        &o.outlet,
+                        &o.published,
+                        &stored.recorded_at,
+                    ],
+                )?;
             }
             _ => {}
         }

@@ -2,11 +2,12 @@
 //! for the next conditional GET, and how many articles it has given. Read by
 //! `vigia feeds` and by the scheduler (backoff, Retry-After, 410 Gone).
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension};
 
+use super::sql::Tx;
 use super::Projection;
 use crate::events::{Event, PollFailureKind};
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 pub struct FeedHealth;
 
@@ -25,44 +26,44 @@ impl Projection for FeedHealth {
 
     fn apply(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         stored: &StoredEvent,
         event: &Event,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), StoreError> {
         match event {
             Event::FeedPolled(p) => {
                 // A 304 carries no new validators: keep the ones from the last 200.
                 // A move is remembered with the configured URL it started from, so a chain
                 // of moves still leads back to the config's URL.
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO feed_health (feed_id, url, moved_from, moved_to, last_poll_at, last_success_at,
                          last_status, error_streak, etag, last_modified, min_interval_s, polls)
-                     VALUES (?1, ?2, CASE WHEN ?8 IS NULL THEN NULL ELSE ?2 END, ?8, ?3, ?3, ?4, 0, ?5, ?6, ?7, 1)
+                     VALUES (?1, ?2, CASE WHEN CAST(?8 AS TEXT) IS NULL THEN NULL ELSE ?2 END, ?8, ?3, ?3, ?4, 0, ?5, ?6, ?7, 1)
                      ON CONFLICT (feed_id) DO UPDATE SET
-                         moved_from = CASE WHEN ?8 IS NULL THEN moved_from
-                                           WHEN excluded.url = moved_to THEN moved_from
+                         moved_from = CASE WHEN CAST(?8 AS TEXT) IS NULL THEN feed_health.moved_from
+                                           WHEN excluded.url = feed_health.moved_to THEN feed_health.moved_from
                                            ELSE excluded.url END,
-                         moved_to = COALESCE(?8, moved_to),
+                         moved_to = COALESCE(?8, feed_health.moved_to),
                          url = excluded.url, last_poll_at = excluded.last_poll_at,
                          last_success_at = excluded.last_success_at, last_status = excluded.last_status,
                          last_error_kind = NULL, last_error = NULL, error_streak = 0, retry_not_before = NULL,
-                         etag = COALESCE(excluded.etag, etag),
-                         last_modified = COALESCE(excluded.last_modified, last_modified),
-                         min_interval_s = excluded.min_interval_s, gone = 0, polls = polls + 1",
-                )?
-                .execute(rusqlite::params![
-                    p.feed,
-                    p.url,
-                    stored.recorded_at,
-                    p.status,
-                    p.etag,
-                    p.last_modified,
-                    p.min_interval_s,
-                    p.moved_to
-                ])?;
+                         etag = COALESCE(excluded.etag, feed_health.etag),
+                         last_modified = COALESCE(excluded.last_modified, feed_health.last_modified),
+                         min_interval_s = excluded.min_interval_s, gone = FALSE, polls = feed_health.polls + 1",
+                    &[
+                        &p.feed,
+                        &p.url,
+                        &stored.recorded_at,
+                        &p.status,
+                        &p.etag,
+                        &p.last_modified,
+                        &p.min_interval_s,
+                        &p.moved_to,
+                    ],
+                )?;
             }
             Event::FeedPollFailed(f) => {
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO feed_health (feed_id, url, last_poll_at, last_status, last_error_kind, last_error,
                          error_streak, retry_not_before, gone, failures, polls)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, 1)
@@ -70,25 +71,25 @@ impl Projection for FeedHealth {
                          url = excluded.url, last_poll_at = excluded.last_poll_at, last_status = excluded.last_status,
                          last_error_kind = excluded.last_error_kind, last_error = excluded.last_error,
                          error_streak = excluded.error_streak, retry_not_before = excluded.retry_not_before,
-                         gone = excluded.gone, failures = failures + 1, polls = polls + 1",
-                )?
-                .execute(rusqlite::params![
-                    f.feed,
-                    f.url,
-                    stored.recorded_at,
-                    f.status,
-                    f.kind.as_str(),
-                    f.message,
-                    f.streak,
-                    f.retry_not_before,
-                    f.kind == PollFailureKind::Gone
-                ])?;
+                         gone = excluded.gone, failures = feed_health.failures + 1, polls = feed_health.polls + 1",
+                    &[
+                        &f.feed,
+                        &f.url,
+                        &stored.recorded_at,
+                        &f.status,
+                        &f.kind.as_str(),
+                        &f.message,
+                        &f.streak,
+                        &f.retry_not_before,
+                        &(f.kind == PollFailureKind::Gone),
+                    ],
+                )?;
             }
             Event::ArticleDiscovered(a) => {
-                tx.prepare_cached(
+                tx.execute(
                     "UPDATE feed_health SET articles = articles + 1 WHERE feed_id = ?1",
-                )?
-                .execute([&a.feed])?;
+                    &[&a.feed],
+                )?;
             }
             _ => {}
         }

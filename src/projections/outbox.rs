@@ -2,11 +2,12 @@
 //! good), with its attempts and when it may be tried again. The message itself stays
 //! in its DigestQueued event, so a retry sends exactly what was queued.
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension};
 
+use super::sql::Tx;
 use super::Projection;
 use crate::events::{DigestReason, Event};
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 pub struct Outbox;
 
@@ -47,39 +48,40 @@ impl Projection for Outbox {
 
     fn apply(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         stored: &StoredEvent,
         event: &Event,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), StoreError> {
         match event {
             Event::DigestQueued(q) => {
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO outbox (digest_id, recipient, reason, message_id, queued_seq, queued_at, status, changes)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7) ON CONFLICT (digest_id) DO NOTHING",
-                )?
-                .execute(rusqlite::params![
-                    q.digest_id,
-                    q.to.to_lowercase(),
-                    q.reason,
-                    q.message_id,
-                    stored.seq,
-                    stored.recorded_at,
-                    serde_json::to_string(&q.changes).unwrap_or_else(|_| "[]".into())
-                ])?;
+                    &[
+                        &q.digest_id,
+                        &q.to.to_lowercase(),
+                        &q.reason,
+                        &q.message_id,
+                        &stored.seq,
+                        &stored.recorded_at,
+                        &serde_json::to_string(&q.changes).unwrap_or_else(|_| "[]".into()),
+                    ],
+                )?;
             }
             Event::DigestSent(s) => {
-                tx.prepare_cached(
-                    "UPDATE outbox SET status = 'sent', attempts = MAX(attempts, ?2), sent_at = ?3, last_error = NULL,
-                         retry_not_before = NULL WHERE digest_id = ?1",
-                )?
-                .execute(rusqlite::params![s.digest_id, s.attempt, stored.recorded_at])?;
+                tx.execute(
+                    "UPDATE outbox SET status = 'sent', attempts = CASE WHEN attempts > ?2 THEN attempts ELSE ?2 END,
+                         sent_at = ?3, last_error = NULL, retry_not_before = NULL WHERE digest_id = ?1",
+                    &[&s.digest_id, &s.attempt, &stored.recorded_at],
+                )?;
             }
             Event::DigestFailed(f) => {
-                tx.prepare_cached(
+                tx.execute(
                     "UPDATE outbox SET status = CASE WHEN status = 'sent' THEN 'sent' WHEN ?3 THEN 'failed' ELSE 'queued' END,
-                         attempts = MAX(attempts, ?2), last_error = ?4, retry_not_before = ?5 WHERE digest_id = ?1",
-                )?
-                .execute(rusqlite::params![f.digest_id, f.attempt, f.permanent, f.error, f.retry_not_before])?;
+                         attempts = CASE WHEN attempts > ?2 THEN attempts ELSE ?2 END,
+                         last_error = ?4, retry_not_before = ?5 WHERE digest_id = ?1",
+                    &[&f.digest_id, &f.attempt, &f.permanent, &f.error, &f.retry_not_before],
+                )?;
             }
             _ => {}
         }

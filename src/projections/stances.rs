@@ -2,12 +2,13 @@
 //! (`stances`), and every change (`stance_history`). Read by `vigia stances`, the
 //! tracker (what holds now) and digests.
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
+use super::sql::Tx;
 use super::Projection;
 use crate::detect::Stance;
 use crate::events::{Event, Evidence};
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 pub struct Stances;
 
@@ -26,25 +27,25 @@ impl Projection for Stances {
 
     fn apply(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         stored: &StoredEvent,
         event: &Event,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<(), StoreError> {
         let Event::StanceChanged(c) = event else {
             return Ok(());
         };
         let evidence = serde_json::to_string(&c.evidence).unwrap_or_else(|_| "[]".into());
-        tx.prepare_cached(
+        tx.execute(
             "INSERT INTO stances (topic, issue, actor, stance, since, since_seq, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (topic, issue, actor) DO UPDATE SET stance = excluded.stance, since = excluded.since,
                  since_seq = excluded.since_seq, evidence = excluded.evidence",
-        )?
-        .execute(rusqlite::params![c.topic, c.issue, c.actor, c.to, stored.recorded_at, stored.seq, evidence])?;
-        tx.prepare_cached(
+            &[&c.topic, &c.issue, &c.actor, &c.to, &stored.recorded_at, &stored.seq, &evidence],
+        )?;
+        tx.execute(
             "INSERT INTO stance_history (seq, topic, issue, actor, from_stance, to_stance, at, evidence)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(rusqlite::params![stored.seq, c.topic, c.issue, c.actor, c.from, c.to, stored.recorded_at, evidence])?;
+            &[&stored.seq, &c.topic, &c.issue, &c.actor, &c.from, &c.to, &stored.recorded_at, &evidence],
+        )?;
         Ok(())
     }
 }

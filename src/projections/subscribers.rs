@@ -1,11 +1,12 @@
 //! Subscribers: who gets digests for which topics, and in what mode. Only confirmed
 //! subscribers receive digests; the list is the projection of Subscriber* events.
 
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension};
 
+use super::sql::Tx;
 use super::Projection;
 use crate::events::{Event, Subscription, SubscriptionChannel};
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 pub struct Subscribers;
 
@@ -49,18 +50,18 @@ impl Projection for Subscribers {
 
     fn apply(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         stored: &StoredEvent,
         event: &Event,
-    ) -> rusqlite::Result<()> {
-        let use_token = |token: &Option<String>, purpose: &str, email: &str| {
+    ) -> Result<(), StoreError> {
+        let use_token = |tx: &mut dyn Tx, token: &Option<String>, purpose: &str, email: &str| {
             match token {
                 Some(id) => tx
-                    .prepare_cached(
+                    .execute(
                         "INSERT INTO used_tokens (token_id, purpose, email, used_at) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (token_id) DO NOTHING",
-                    )?
-                    .execute(rusqlite::params![id, purpose, email.to_lowercase(), stored.recorded_at])
+                        &[id, &purpose, &email.to_lowercase(), &stored.recorded_at],
+                    )
                     .map(|_| ()),
                 None => Ok(()),
             }
@@ -69,59 +70,60 @@ impl Projection for Subscribers {
             Event::SubscriberRequested(r) => {
                 // A request waits for its link: it never changes what a confirmed
                 // subscriber receives, only what confirming will set.
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO subscribers (email, address, name, topics, digest, status, via, changed_at, requested_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?7)
                      ON CONFLICT (email) DO UPDATE SET
                          requested_at = excluded.requested_at,
-                         pending = CASE WHEN status = 'confirmed' THEN ?8 ELSE NULL END,
-                         address = CASE WHEN status = 'confirmed' THEN address ELSE excluded.address END,
-                         name = CASE WHEN status = 'confirmed' THEN name ELSE excluded.name END,
-                         topics = CASE WHEN status = 'confirmed' THEN topics ELSE excluded.topics END,
-                         digest = CASE WHEN status = 'confirmed' THEN digest ELSE excluded.digest END,
-                         via = CASE WHEN status = 'confirmed' THEN via ELSE excluded.via END,
-                         changed_at = CASE WHEN status = 'confirmed' THEN changed_at ELSE excluded.changed_at END,
-                         status = CASE WHEN status = 'confirmed' THEN status ELSE 'pending' END",
-                )?
-                .execute(rusqlite::params![
-                    r.email.to_lowercase(),
-                    r.email,
-                    r.name,
-                    serde_json::to_string(&r.topics).unwrap_or_default(),
-                    r.digest,
-                    r.via,
-                    stored.recorded_at,
-                    serde_json::to_string(r).unwrap_or_default(),
-                ])?;
+                         pending = CASE WHEN subscribers.status = 'confirmed' THEN CAST(?8 AS TEXT) ELSE NULL END,
+                         address = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.address ELSE excluded.address END,
+                         name = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.name ELSE excluded.name END,
+                         topics = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.topics ELSE excluded.topics END,
+                         digest = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.digest ELSE excluded.digest END,
+                         via = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.via ELSE excluded.via END,
+                         changed_at = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.changed_at ELSE excluded.changed_at END,
+                         status = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.status ELSE 'pending' END",
+                    &[
+                        &r.email.to_lowercase(),
+                        &r.email,
+                        &r.name,
+                        &serde_json::to_string(&r.topics).unwrap_or_default(),
+                        &r.digest,
+                        &r.via,
+                        &stored.recorded_at,
+                        &serde_json::to_string(r).unwrap_or_default(),
+                    ],
+                )?;
             }
             Event::SubscriberConfirmed(c) => {
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO subscribers (email, address, name, topics, digest, status, via, changed_at, subscribed_since)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'confirmed', ?6, ?7, ?7)
                      ON CONFLICT (email) DO UPDATE SET address = excluded.address, name = excluded.name,
                          topics = excluded.topics, digest = excluded.digest, via = excluded.via,
                          changed_at = excluded.changed_at, pending = NULL,
-                         subscribed_since = CASE WHEN status = 'confirmed' THEN subscribed_since ELSE excluded.changed_at END,
+                         subscribed_since = CASE WHEN subscribers.status = 'confirmed' THEN subscribers.subscribed_since
+                                                 ELSE excluded.changed_at END,
                          status = 'confirmed'",
-                )?
-                .execute(rusqlite::params![
-                    c.email.to_lowercase(),
-                    c.email,
-                    c.name,
-                    serde_json::to_string(&c.topics).unwrap_or_default(),
-                    c.digest,
-                    c.via,
-                    stored.recorded_at
-                ])?;
-                use_token(&c.token, "confirm", &c.email)?;
+                    &[
+                        &c.email.to_lowercase(),
+                        &c.email,
+                        &c.name,
+                        &serde_json::to_string(&c.topics).unwrap_or_default(),
+                        &c.digest,
+                        &c.via,
+                        &stored.recorded_at,
+                    ],
+                )?;
+                use_token(tx, &c.token, "confirm", &c.email)?;
             }
             Event::SubscriberUnsubscribed(u) => {
-                tx.prepare_cached(
+                tx.execute(
                     "UPDATE subscribers SET status = 'unsubscribed', via = ?2, changed_at = ?3, pending = NULL
                      WHERE email = ?1",
-                )?
-                .execute(rusqlite::params![u.email.to_lowercase(), u.via, stored.recorded_at])?;
-                use_token(&u.token, "unsubscribe", &u.email)?;
+                    &[&u.email.to_lowercase(), &u.via, &stored.recorded_at],
+                )?;
+                use_token(tx, &u.token, "unsubscribe", &u.email)?;
             }
             _ => {}
         }

@@ -63,6 +63,10 @@ pub enum StoreError {
     WriterGone,
     #[error("the write was not recorded: {0}")]
     Write(String),
+    /// A projection's column read back holds what its reader does not take (a text
+    /// where a number belongs, a number out of range, bytes that are not UTF-8).
+    #[error("a stored value cannot be read: {0}")]
+    Column(String),
     #[error("a store task stopped before it finished: {0}")]
     Panicked(String),
 }

@@ -8,9 +8,9 @@ mod error;
 mod postgres;
 mod sqlite;
 
-pub use self::postgres::{Leadership, PgStatus, PgStore};
+pub use self::postgres::{events_after_in as pg_events_after_in, Leadership, PgStatus, PgStore};
 pub use error::StoreError;
-pub use sqlite::{append_in, stream_events, Clock, OpenOptions, SqliteStore};
+pub use sqlite::{append_in, events_after_in, stream_events, Clock, OpenOptions, SqliteStore};
 
 use serde::Serialize;
 use serde_json::value::RawValue;

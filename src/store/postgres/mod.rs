@@ -5,8 +5,10 @@
 //! rustls as `sslmode` asks, errors without the password); `leases.rs` holds the
 //! building blocks for several daemons (feed leases, leadership). A database whose
 //! schema has more steps than this build knows is refused on connect, as on SQLite.
-//! `vigia migrate` copies a log in or out. Still to come (issue 16): the projections
-//! here, and the daemon wired to the leases and leadership.
+//! `vigia migrate` copies a log in or out. The projections' tables live here too
+//! (migration 0003), written by `write` jobs (`crate::projections` brings the code).
+//! Still to come (issue 16): the projections' readers here, and the daemon wired to
+//! the leases and leadership.
 //!
 //! Global order a follower can trust: in PostgreSQL a transaction can take a lower
 //! `seq` and commit after one that took a higher, and a reader that moved past the
@@ -40,10 +42,16 @@ pub use leases::Leadership;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_events.sql"),
     include_str!("../../../migrations/postgres/0002_feed_leases.sql"),
+    include_str!("../../../migrations/postgres/0003_projections.sql"),
 ];
 
 /// The advisory lock key that serialises appends (and migrations): "vigia" in ASCII.
 const LOG_LOCK: i64 = 0x0076_6967_6961;
+/// The advisory lock key that serialises projection writes ("vigiap"): two daemons
+/// catching up at once would otherwise both apply the events after one checkpoint
+/// (counting a poll twice). Apart from `LOG_LOCK`, so catching up never holds up
+/// appends.
+const PROJECTIONS_LOCK: i64 = 0x7669_6769_6170;
 
 const SELECT_EVENT: &str = "SELECT seq, stream, version, kind, schema_version, payload::text, \
      recorded_at, idempotency_key FROM events";
@@ -73,6 +81,12 @@ fn server_says(e: &postgres::Error) -> String {
 
 fn pg(e: postgres::Error) -> StoreError {
     StoreError::Postgres(server_says(&e))
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> StoreError {
+        pg(e)
+    }
 }
 
 /// What `vigia check` reports of a PostgreSQL database, found without writing to it.
@@ -166,6 +180,24 @@ impl PgStore {
         });
         listen_for_appends(inner.connector.clone(), Arc::downgrade(&inner));
         Ok(PgStore { inner })
+    }
+
+    /// Runs `job` in one transaction on the connection's thread, under the projections'
+    /// lock: committed if it returns `Ok`, rolled back otherwise. How projections write
+    /// their rows and checkpoints together, one writer at a time across every daemon
+    /// on the database (appends are not held up: they take a lock of their own).
+    pub fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run(move |client| {
+            let mut tx = client.transaction().map_err(pg)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PROJECTIONS_LOCK])
+                .map_err(pg)?;
+            let out = job(&mut tx)?;
+            tx.commit().map_err(pg)?;
+            Ok(out)
+        })
     }
 
     /// Runs `f` on the connection's thread and waits for its answer.
@@ -289,6 +321,45 @@ fn head_seq(client: &mut Client) -> Result<u64, StoreError> {
         .map_err(pg)?
         .get(0);
     Ok(head as u64)
+}
+
+/// Rows fetched at a time by `events_after_in`.
+const FETCH: i32 = 16;
+
+/// Events after `after`, in log order, at most `limit`, stopping after the one that
+/// brings their payloads to `max_bytes`, within a transaction already open (a write
+/// job's, see `PgStore::write`). Rows come `FETCH` at a time through a portal, so
+/// memory stays near `max_bytes` however large the payloads.
+pub fn events_after_in(
+    tx: &mut postgres::Transaction<'_>,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let statement = tx
+        .prepare(&format!(
+            "{SELECT_EVENT} WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .map_err(pg)?;
+    let portal = tx.bind(&statement, &[&after, &limit]).map_err(pg)?;
+    let (mut events, mut bytes) = (Vec::new(), 0);
+    loop {
+        let rows = tx.query_portal(&portal, FETCH).map_err(pg)?;
+        let exhausted = rows.len() < FETCH as usize;
+        for row in &rows {
+            let event = stored(row)?;
+            bytes += event.payload.get().len();
+            events.push(event);
+            if bytes >= max_bytes {
+                return Ok(events);
+            }
+        }
+        if exhausted {
+            return Ok(events);
+        }
+    }
 }
 
 fn stored(row: &Row) -> Result<StoredEvent, StoreError> {

@@ -328,6 +328,32 @@ pub fn stream_events(conn: &Connection, stream: &str) -> rusqlite::Result<Vec<St
     rows.collect()
 }
 
+/// Events after `after`, in log order, at most `limit`, stopping after the one that
+/// brings their payloads to `max_bytes`, on a connection already open (a write job's
+/// transaction). Rows are read one at a time, so memory stays near `max_bytes`.
+pub fn events_after_in(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT_EVENT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+    ))?;
+    let mut rows = stmt.query(rusqlite::params![after, limit])?;
+    let (mut events, mut bytes) = (Vec::new(), 0);
+    while let Some(row) = rows.next()? {
+        let event = StoredEvent::from_row(row)?;
+        bytes += event.payload.get().len();
+        events.push(event);
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(events)
+}
+
 fn head_seq(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
 }
