@@ -569,3 +569,78 @@ fn leadership_is_exclusive_and_passes_on() {
     drop((second, third, stores));
     drop_database(&name);
 }
+
+/// The server ends every session of the store (a restart, a failover, an
+/// administrator's `pg_terminate_backend`): the next append may fail with a clear
+/// error, never a panic; the store connects again by itself and appends go on after
+/// the events already there, none lost or doubled; and a follower hears appends again.
+#[test]
+fn a_lost_connection_is_made_again_and_no_event_is_lost_or_doubled() {
+    let (name, stores) = handles("vigia_pg_reconnect", 1);
+    let store = &stores[0];
+    let first = store
+        .append(vec![NewEvent::new("feed:f", polled("f", 1))])
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let follow = store.follow();
+
+    let (admin_url, mut admin) = admin();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        killed >= 2,
+        "the store's request and listening sessions, got {killed}"
+    );
+
+    // Each try is either refused with the connection's error or recorded; the store
+    // must be writing again within the first reconnection's wait or so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    let mut appended = 1;
+    while appended < 3 {
+        match store.append(vec![NewEvent::new("feed:f", polled("f", appended + 1))]) {
+            Ok(_) => appended += 1,
+            Err(StoreError::Postgres(why)) => {
+                refused += 1;
+                assert!(!why.is_empty());
+                assert!(Instant::now() < deadline, "still refused after 10 s: {why}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert!(
+        refused <= 3,
+        "{refused} appends refused before the store reconnected"
+    );
+    let versions: Vec<u64> = store
+        .read_stream("feed:f")
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+
+    // Another handle's append is heard again by this one's follower.
+    let other = PgStore::connect(&database_url(&admin_url, &name)).unwrap();
+    other
+        .append(vec![NewEvent::new("feed:g", polled("g", 1))])
+        .unwrap();
+    let head = other.head().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while *follow.borrow() < head {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never heard seq {head}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop((stores, other));
+    drop_database(&name);
+}

@@ -27,6 +27,7 @@ mod leases;
 
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, Row};
 use serde_json::value::RawValue;
@@ -167,7 +168,13 @@ impl PgStore {
                         return;
                     }
                 };
+                let mut reconnect = Reconnect::default();
                 while let Ok(job) = queue.recv() {
+                    if client.is_closed() {
+                        if let Some(fresh) = reconnect.attempt(&for_thread) {
+                            client = fresh;
+                        }
+                    }
                     job(&mut client);
                 }
             })
@@ -216,12 +223,59 @@ impl PgStore {
     }
 }
 
+/// The first wait before another reconnection attempt, doubled by each failure.
+const RECONNECT_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// The longest wait between reconnection attempts.
+const RECONNECT_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Reconnection after the server dropped the connection (a restart, a failover, a
+/// network cut, an administrator's `pg_terminate_backend`): tried before the next job
+/// once the connection is seen closed, then no sooner than a wait that doubles with
+/// each failure. A job that arrives while the connection is down fails at once with
+/// the client's "connection closed" (the caller retries its work, as after any store
+/// error), so nothing waits on a server that is gone, and nothing is half written:
+/// the transaction the connection was in is rolled back by the server.
+#[derive(Default)]
+struct Reconnect {
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
+impl Reconnect {
+    fn attempt(&mut self, connector: &Connector) -> Option<Client> {
+        if self.not_before.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        match connector.connect() {
+            Ok(client) => {
+                tracing::info!(
+                    server = connector.server(),
+                    after_failures = self.failures,
+                    "reconnected to PostgreSQL"
+                );
+                *self = Reconnect::default();
+                Some(client)
+            }
+            Err(e) => {
+                self.failures += 1;
+                let wait = RECONNECT_FIRST_WAIT
+                    .saturating_mul(1 << (self.failures - 1).min(5))
+                    .min(RECONNECT_MAX_WAIT);
+                self.not_before = Some(Instant::now() + wait);
+                tracing::warn!(server = connector.server(), error = %e, retry_in_s = wait.as_secs(), "cannot reconnect to PostgreSQL");
+                None
+            }
+        }
+    }
+}
+
 /// Followers hear every daemon's appends, not only this handle's: each append
 /// transaction notifies `vigia_events` with its last position at commit, and a thread
 /// with a connection of its own listens. It is listening when this returns, so an
 /// append made after `connect` returned is heard. It stops when the store is dropped
-/// (checked every second) or its connection fails; `follow` then hears this handle's
-/// own appends only, as on SQLite, and a follower still misses nothing when it reads.
+/// (checked every second). A lost connection is made again as `Reconnect` allows;
+/// meanwhile `follow` hears this handle's own appends only, as on SQLite, and a
+/// follower still misses nothing when it reads.
 fn listen_for_appends(connector: Arc<Connector>, store: std::sync::Weak<Inner>) {
     use postgres::fallible_iterator::FallibleIterator;
     let (listening_tx, listening) = mpsc::channel();
@@ -232,7 +286,6 @@ fn listen_for_appends(connector: Arc<Connector>, store: std::sync::Weak<Inner>) 
                 client.batch_execute("LISTEN vigia_events").map_err(pg)?;
                 Ok(client)
             });
-            drop(connector);
             let mut client = match started {
                 Ok(client) => {
                     let _ = listening_tx.send(Ok(()));
@@ -243,19 +296,29 @@ fn listen_for_appends(connector: Arc<Connector>, store: std::sync::Weak<Inner>) 
                     return;
                 }
             };
+            let mut reconnect = Reconnect::default();
             loop {
-                let mut notifications = client.notifications();
-                let mut arrived = notifications.timeout_iter(std::time::Duration::from_secs(1));
                 let Some(inner) = store.upgrade() else { return };
-                loop {
-                    match arrived.next() {
-                        Ok(Some(note)) => {
-                            if let Ok(seq) = note.payload().parse::<u64>() {
-                                super::advance_head(&inner.head, seq);
+                let lost = {
+                    let mut notifications = client.notifications();
+                    let mut arrived = notifications.timeout_iter(Duration::from_secs(1));
+                    loop {
+                        match arrived.next() {
+                            Ok(Some(note)) => {
+                                if let Ok(seq) = note.payload().parse::<u64>() {
+                                    super::advance_head(&inner.head, seq);
+                                }
                             }
+                            Ok(None) => break false,
+                            Err(_) => break true,
                         }
-                        Ok(None) => break,
-                        Err(_) => return,
+                    }
+                };
+                drop(inner);
+                if lost {
+                    match listen_again(&connector, &store, &mut reconnect) {
+                        Some(fresh) => client = fresh,
+                        None => return,
                     }
                 }
             }
@@ -270,6 +333,29 @@ fn listen_for_appends(connector: Arc<Connector>, store: std::sync::Weak<Inner>) 
     };
     if let Some(error) = failed {
         tracing::warn!(%error, "not listening for other daemons' appends");
+    }
+}
+
+/// A listening connection again after the last one was lost, trying as `Reconnect`
+/// allows until it works or the store is dropped (None). The head moves to the log's
+/// last position on the way, since notifications sent while nobody listened are gone.
+fn listen_again(
+    connector: &Connector,
+    store: &std::sync::Weak<Inner>,
+    reconnect: &mut Reconnect,
+) -> Option<Client> {
+    loop {
+        let inner = store.upgrade()?;
+        if let Some(mut client) = reconnect.attempt(connector) {
+            if client.batch_execute("LISTEN vigia_events").is_ok() {
+                if let Ok(head) = head_seq(&mut client) {
+                    super::advance_head(&inner.head, head);
+                }
+                return Some(client);
+            }
+        }
+        drop(inner);
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
