@@ -696,6 +696,91 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_recorded() {
     );
 }
 
+/// Appends from eight threads and eight async tasks, each a batch of about 30 KB,
+/// against a writer's queue bounded at 64 KB: the queue never holds more than its
+/// bound, it held at least one batch (so the bound was in play), and every event lands
+/// once, in whole batches.
+#[test]
+fn the_writers_queue_stays_within_its_bound_in_bytes_and_every_append_lands() {
+    const BOUND: usize = 64 * 1024;
+    const ROUNDS: usize = 10;
+    let dir = Dir::new();
+    let store = SqliteStore::open_with(
+        &dir.db(),
+        OpenOptions {
+            queue_bytes: Some(BOUND),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let batch = |who: &str, round: usize| -> Vec<NewEvent> {
+        (0..20)
+            .map(|i| {
+                let id = format!("{who}-{round}-{i}");
+                let Event::ArticleDiscovered(mut a) = discovered(who, &id) else {
+                    unreachable!()
+                };
+                a.body.content = "word ".repeat(300);
+                NewEvent::new(format!("article:{id}"), Event::ArticleDiscovered(a))
+            })
+            .collect()
+    };
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    assert_eq!(
+                        store.append(batch(&format!("t{t}"), round)).unwrap().len(),
+                        20
+                    );
+                }
+            })
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for round in 0..ROUNDS {
+                        let appended = store
+                            .append_async(batch(&format!("a{t}"), round))
+                            .await
+                            .unwrap();
+                        assert_eq!(appended.len(), 20);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(store.head().unwrap(), 16 * ROUNDS as u64 * 20);
+    let one_batch: usize = batch("t0", 0)
+        .iter()
+        .map(|e| e.event.payload_raw().unwrap().get().len())
+        .sum();
+    let peak = store.queue().peak();
+    assert!(
+        peak <= BOUND,
+        "the queue held {peak} bytes, past its bound of {BOUND}"
+    );
+    assert!(
+        peak >= one_batch,
+        "the queue held {peak} bytes, less than one batch ({one_batch})"
+    );
+}
+
 #[test]
 fn a_corrupt_database_file_is_a_clear_error() {
     let dir = Dir::new();

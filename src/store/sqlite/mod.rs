@@ -7,9 +7,11 @@
 //! tables live in the same database: `read` and `write` hand out its connections.
 
 mod clock;
+mod queue;
 mod writer;
 
 pub use clock::Clock;
+pub use queue::{QueueBudget, DEFAULT_QUEUE_BYTES};
 pub use writer::append_in;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +55,9 @@ pub struct OpenOptions {
     pub max_pages: Option<u32>,
     /// The time written on each event (`recorded_at`); the wall clock by default.
     pub clock: Clock,
+    /// Payload bytes that appends may hold in the writer's queue at once
+    /// (`DEFAULT_QUEUE_BYTES` when None).
+    pub queue_bytes: Option<usize>,
 }
 
 const SELECT_EVENT: &str =
@@ -148,6 +153,7 @@ impl SqliteStore {
             path.to_path_buf(),
             head_tx.clone(),
             options.clock.clone(),
+            QueueBudget::new(options.queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES)),
         );
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -162,6 +168,11 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The writer's queue and the most bytes it ever held (tests, benchmarks).
+    pub fn queue(&self) -> &QueueBudget {
+        self.inner.writer.queue()
     }
 
     /// Now, as this log tells time (what its next event will be stamped with): the

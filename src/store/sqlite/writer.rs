@@ -7,12 +7,13 @@
 //! transactions only, never part of one.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
 
+use super::queue::{QueueBudget, QueueSlot};
 use super::{Appended, Clock, NewEvent, StoreError, StoredEvent, SELECT_EVENT};
 
 /// Most append requests grouped into one transaction; bounds the latency of the first.
@@ -36,7 +37,12 @@ struct JobDone {
 }
 
 enum Request {
-    Append { events: Vec<Encoded>, reply: Reply },
+    Append {
+        events: Vec<Encoded>,
+        reply: Reply,
+        /// The request's bytes in the queue, given back once it is answered.
+        slot: QueueSlot,
+    },
     Job(WriteJob),
 }
 
@@ -69,6 +75,7 @@ struct Encoded {
 
 pub(super) struct Writer {
     requests: mpsc::Sender<Request>,
+    queue: Arc<QueueBudget>,
 }
 
 impl Writer {
@@ -77,6 +84,7 @@ impl Writer {
         path: PathBuf,
         head: watch::Sender<u64>,
         clock: Clock,
+        queue: Arc<QueueBudget>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
@@ -86,16 +94,25 @@ impl Writer {
                 run(conn, path, head, rx)
             })
             .expect("spawning the store writer thread: the OS refused a thread at start-up");
-        Writer { requests: tx }
+        Writer {
+            requests: tx,
+            queue,
+        }
+    }
+
+    pub(super) fn queue(&self) -> &QueueBudget {
+        &self.queue
     }
 
     pub(super) fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         let events = encode(events)?;
+        let slot = self.queue.take(queued_bytes(&events));
         let (reply, answer) = mpsc::channel();
         self.requests
             .send(Request::Append {
                 events,
                 reply: Reply::Blocking(reply),
+                slot,
             })
             .map_err(|_| StoreError::WriterGone)?;
         answer.recv().map_err(|_| StoreError::WriterGone)?
@@ -107,11 +124,13 @@ impl Writer {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Appended>, StoreError> {
         let events = encode(events)?;
+        let slot = self.queue.take_async(queued_bytes(&events)).await;
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.requests
             .send(Request::Append {
                 events,
                 reply: Reply::Async(reply),
+                slot,
             })
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -136,6 +155,14 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)?;
         answer.recv().map_err(|_| StoreError::WriterGone)?
     }
+}
+
+/// What a request holds in the queue: its payloads and stream names.
+fn queued_bytes(events: &[Encoded]) -> usize {
+    events
+        .iter()
+        .map(|e| e.payload.get().len() + e.new.stream.len())
+        .sum()
 }
 
 fn encode(events: Vec<NewEvent>) -> Result<Vec<Encoded>, StoreError> {
@@ -182,13 +209,23 @@ fn run(
 ) {
     while let Ok(first) = requests.recv() {
         let mut appends = Vec::new();
+        // The group's bytes stay counted in the queue until the group is answered.
+        let mut slots = Vec::new();
         let mut pending = Some(first);
         while let Some(request) = pending.take() {
             match request {
-                Request::Append { events, reply } => appends.push((events, reply)),
+                Request::Append {
+                    events,
+                    reply,
+                    slot,
+                } => {
+                    appends.push((events, reply));
+                    slots.push(slot);
+                }
                 Request::Job(job) => {
                     // Keep log order: appends queued before the job are written first.
                     write_group(&mut conn, &path, &head, std::mem::take(&mut appends));
+                    slots.clear();
                     run_job(&mut conn, &path, &head, job);
                 }
             }
@@ -197,6 +234,7 @@ fn run(
             }
         }
         write_group(&mut conn, &path, &head, appends);
+        drop(slots);
     }
 }
 
